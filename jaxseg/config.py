@@ -105,5 +105,86 @@ def save_config(config: ml_collections.ConfigDict, path: str | Path) -> None:
 
 
 def config_from_json(path: str | Path) -> ml_collections.ConfigDict:
-    """Load a config saved by ``save_config``."""
-    return ml_collections.ConfigDict(json.loads(Path(path).read_text(encoding="utf-8")))
+    """Load a config saved by ``save_config``. JSON arrays become tuples, as configs write sequences."""
+
+    def tuples(value):
+        if isinstance(value, list):
+            return tuple(tuples(v) for v in value)
+        if isinstance(value, dict):
+            return {k: tuples(v) for k, v in value.items()}
+        return value
+
+    return ml_collections.ConfigDict(tuples(json.loads(Path(path).read_text(encoding="utf-8"))))
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field a run reads, with defaults; ``configs/*.py`` start from this and change what differs.
+
+    Sections: ``model`` (registry name and options), ``data`` (dataset, splits, crops, protocol), ``mesh``
+    (device axes), ``train`` (recipe, optimiser, schedule, checkpoints), ``attack`` (the attack used inside
+    adversarial training), ``evaluate`` (the attack(s) run by ``jaxseg evaluate``). Units: radii and step sizes
+    on the [0, 1] image scale; sizes in pixels; batch sizes are global (over all hosts and devices).
+    """
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.workdir = ""
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "upernet_convnext_atto"
+    config.model.num_classes = 6
+    config.model.drop_path_rate = 0.0
+    config.model.normalize = False
+    config.model.dtype = "float32"  # compute dtype; parameters stay float32
+    config.model.depthwise = "auto"
+    config.model.init_from = ""  # checkpoint dir whose backbone initialises this model (PIR-AT)
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "synthetic_shapes"
+    config.data.data_dir = ""  # "" = JAXSEG_DATA_DIR or ~/tensorflow_datasets
+    config.data.train_split = "train"
+    config.data.eval_split = "validation"
+    config.data.crop_size = 64
+    config.data.base_size = 64
+    config.data.eval_protocol = "standard"  # or "sea" (short side resized, centre crop, VOC 255 → 0)
+    config.data.eval_size = 64
+    config.data.num_eval_examples = 0  # 0 = the whole split
+    config.data.worker_count = 0
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1
+    config.mesh.model = 1
+
+    config.train = ml_collections.ConfigDict()
+    config.train.recipe = "clean"  # clean | pgd-at | segpgd-at (PIR-AT = pgd-at + model.init_from)
+    config.train.steps = 1000
+    config.train.batch_size = 16
+    config.train.optimizer = "adamw"  # adamw | sgd
+    config.train.learning_rate = 1e-3
+    config.train.weight_decay = 1e-2
+    config.train.momentum = 0.9
+    config.train.warmup_steps = 50
+    config.train.schedule_power = 1.0
+    config.train.encoder_lr_ratio = 1.0  # backbone learning rate = ratio * learning_rate
+    config.train.auxiliary_weight = 0.4
+    config.train.log_every = 10
+    config.train.eval_every = 200
+    config.train.checkpoint_every = 200
+    config.train.keep_checkpoints = 2
+    config.train.best_metric = "robust_mIoU"
+    config.train.eval_examples = 64
+    config.train.robust_eval_iterations = 10
+
+    config.attack = ml_collections.ConfigDict()
+    config.attack.norm = "linf"
+    config.attack.eps = 4 / 255
+    config.attack.step_size = 0.01
+    config.attack.steps = 2
+    config.attack.loss = "ce"
+
+    config.evaluate = ml_collections.ConfigDict()
+    config.evaluate.attack = "sea"
+    config.evaluate.eps = (4 / 255, 8 / 255)
+    config.evaluate.norm = "linf"
+    config.evaluate.iterations = 300
+    config.evaluate.batch_size = 16
+    return config

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DEFAULT_IGNORE_INDEX = 255
+from jaxseg.validation import DEFAULT_IGNORE_INDEX, validate_labels  # noqa: F401 (re-exported)
 
 
 class PerImageStatistics(NamedTuple):
@@ -38,28 +38,6 @@ class PerImageStatistics(NamedTuple):
         """(B,) float32 fraction of labelled pixels predicted correctly (1.0 for an image with none)."""
         labelled = jnp.maximum(self.labelled, 1)
         return jnp.where(self.labelled > 0, self.correct / labelled, 1.0).astype(jnp.float32)
-
-
-def validate_labels(labels, num_classes: int, ignore_index: int | None = DEFAULT_IGNORE_INDEX) -> None:
-    """Raise ``ValueError`` unless ``labels`` is an integer (B, H, W) map with values in [0, K) or the ignore index.
-
-    Checks values only for concrete (non-traced) arrays; call at public boundaries, not inside jit.
-    """
-    labels = np.asarray(labels) if not isinstance(labels, jax.core.Tracer) else labels
-    if labels.ndim != 3:
-        raise ValueError(f"labels must have shape (B, H, W); got shape {tuple(labels.shape)}")
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"labels must be integers; got dtype {labels.dtype}")
-    if isinstance(labels, np.ndarray):
-        valid = (labels >= 0) & (labels < num_classes)
-        if ignore_index is not None:
-            valid |= labels == ignore_index
-        if not valid.all():
-            bad = np.unique(labels[~valid])[:10].tolist()
-            raise ValueError(
-                f"labels must lie in [0, {num_classes}) or equal ignore_index={ignore_index}; "
-                f"found {bad}"
-            )
 
 
 def _valid_mask(labels: jax.Array, num_classes: int, ignore_index: int | None) -> jax.Array:

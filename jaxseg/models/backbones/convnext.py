@@ -56,7 +56,10 @@ class ConvNeXtBlock(nn.Module):
 
 
 class ConvStem(nn.Module):
-    """Singh et al.'s stem: conv3x3/2 (3→C/2), LN, GELU, conv3x3/2 (C/2→C), LN. Output stride 4."""
+    """Singh et al.'s stem: conv3x3/2 (3→C/2), LN, GELU, conv3x3/2 (C/2→C), LN, GELU. Output stride 4.
+
+    REFERENCE.md §7; the PyTorch ``stem.stem.{0,1,3,4}`` keys are conv1, norm1, conv2, norm2 here.
+    """
 
     dim: int
     dtype: jnp.dtype | None = None
@@ -67,7 +70,8 @@ class ConvStem(nn.Module):
         x = nn.LayerNorm(LAYER_NORM_EPS, dtype=self.dtype, name="norm1")(x)
         x = nn.gelu(x, approximate=False)
         x = nn.Conv(self.dim, (3, 3), (2, 2), padding=[(1, 1), (1, 1)], dtype=self.dtype, name="conv2")(x)
-        return nn.LayerNorm(LAYER_NORM_EPS, dtype=self.dtype, name="norm2")(x)
+        x = nn.LayerNorm(LAYER_NORM_EPS, dtype=self.dtype, name="norm2")(x)
+        return nn.gelu(x, approximate=False)
 
 
 class PatchifyStem(nn.Module):

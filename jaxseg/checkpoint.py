@@ -1,0 +1,96 @@
+"""Checkpoints with Orbax: model variables with metadata (conversions, exports) and training runs.
+
+A *variables checkpoint* is a directory holding ``variables/`` (an Orbax PyTree checkpoint of the Flax
+variables ``{'params': ..., 'batch_stats': ...}``) and ``metadata.json`` (at least ``model`` and
+``num_classes`` so the model can be rebuilt, plus provenance such as ``source``, ``family``, ``sha256``).
+``load_variables`` also accepts a training work directory and restores the model variables of its latest
+(or best) step. Restores are onto host memory or any mesh via ``shardings``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+VARIABLES_DIR = "variables"
+METADATA_FILE = "metadata.json"
+TRAIN_CHECKPOINTS_DIR = "checkpoints"
+
+
+def save_variables(directory: str | Path, variables: dict, metadata: dict) -> Path:
+    """Write ``variables`` and ``metadata`` (JSON-serialisable, must name ``model`` and ``num_classes``).
+
+    The Orbax write is atomic (temporary directory, then rename); ``metadata.json`` is written last, so a
+    directory without it is incomplete and ``load_variables`` refuses it.
+    """
+    missing = {"model", "num_classes"} - set(metadata)
+    if missing:
+        raise ValueError(f"checkpoint metadata must include {sorted(missing)}")
+    directory = Path(directory).resolve()
+    if (directory / VARIABLES_DIR).exists():
+        raise FileExistsError(f"{directory / VARIABLES_DIR} already exists; choose a new output directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    variables = jax.tree_util.tree_map(np.asarray, dict(variables))
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(directory / VARIABLES_DIR, variables)
+    temporary = directory / (METADATA_FILE + ".tmp")
+    temporary.write_text(json.dumps(metadata, indent=2, sort_keys=True, default=_json_default))
+    temporary.replace(directory / METADATA_FILE)
+    return directory
+
+
+def _json_default(value):
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    return str(value)
+
+
+def read_metadata(directory: str | Path) -> dict:
+    """The ``metadata.json`` of a variables checkpoint."""
+    path = Path(directory) / METADATA_FILE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{directory} is not a complete jaxseg variables checkpoint: {METADATA_FILE} is missing "
+            f"(expected {VARIABLES_DIR}/ and {METADATA_FILE})"
+        )
+    return json.loads(path.read_text())
+
+
+def load_variables(directory: str | Path, target=None, shardings=None) -> tuple[dict, dict]:
+    """Restore ``(variables, metadata)`` from a variables checkpoint or a training work directory.
+
+    Args:
+      directory: a directory written by ``save_variables`` (e.g. by ``jaxseg convert``) or a training workdir
+        (``checkpoints/`` inside it; the latest step is used).
+      target: optional pytree of arrays/``jax.ShapeDtypeStruct`` giving the expected structure; restoring
+        then fails with a clear error if the checkpoint does not match.
+      shardings: optional pytree of ``jax.sharding.Sharding`` matching ``target`` to restore onto a mesh.
+    """
+    directory = Path(directory).resolve()
+    if not directory.exists():
+        raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
+    if (directory / TRAIN_CHECKPOINTS_DIR).exists() and not (directory / VARIABLES_DIR).exists():
+        from jaxseg.train.checkpoints import load_training_variables
+
+        return load_training_variables(directory, target=target, shardings=shardings)
+    metadata = read_metadata(directory)
+    with ocp.StandardCheckpointer() as checkpointer:
+        if target is None:
+            variables = checkpointer.restore(directory / VARIABLES_DIR)
+        else:
+            abstract = jax.tree_util.tree_map(
+                lambda leaf, sharding=None: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+                target,
+                *(() if shardings is None else (shardings,)),
+            )
+            try:
+                variables = checkpointer.restore(directory / VARIABLES_DIR, abstract)
+            except (ValueError, KeyError) as error:
+                raise ValueError(f"checkpoint {directory} does not match the expected variables: {error}") from error
+    return dict(variables), metadata

@@ -1,0 +1,50 @@
+"""Checks of the image and label contracts (DESIGN.md), for public entry points.
+
+Images are float (B, H, W, 3) in [0, 1]; labels are int (B, H, W) in [0, K) or ``ignore_index``.
+Shape and dtype checks also work on traced arrays; value checks run only on concrete arrays, so call these
+at boundaries (CLI, public functions), not inside ``jit``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DEFAULT_IGNORE_INDEX = 255
+
+
+def validate_images(images, *, check_range: bool = True) -> None:
+    """Raise ``ValueError`` unless ``images`` is a floating (B, H, W, 3) array with values in [0, 1]."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must have shape (B, H, W, 3) (NHWC, RGB); got shape {tuple(images.shape)}")
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise ValueError(
+            f"images must be floating point in [0, 1]; got dtype {images.dtype} (divide uint8 images by 255)"
+        )
+    if check_range and not isinstance(images, jax.core.Tracer):
+        low, high = float(jnp.min(images)), float(jnp.max(images))
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"image values must lie in [0, 1]; found range [{low:.4g}, {high:.4g}]")
+
+
+def validate_labels(labels, num_classes: int, ignore_index: int | None = DEFAULT_IGNORE_INDEX) -> None:
+    """Raise ``ValueError`` unless ``labels`` is an integer (B, H, W) map with values in [0, K) or the ignore index.
+
+    Checks values only for concrete (non-traced) arrays; call at public boundaries, not inside jit.
+    """
+    labels = np.asarray(labels) if not isinstance(labels, jax.core.Tracer) else labels
+    if labels.ndim != 3:
+        raise ValueError(f"labels must have shape (B, H, W); got shape {tuple(labels.shape)}")
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"labels must be integers; got dtype {labels.dtype}")
+    if isinstance(labels, np.ndarray):
+        valid = (labels >= 0) & (labels < num_classes)
+        if ignore_index is not None:
+            valid |= labels == ignore_index
+        if not valid.all():
+            bad = np.unique(labels[~valid])[:10].tolist()
+            raise ValueError(
+                f"labels must lie in [0, {num_classes}) or equal ignore_index={ignore_index}; "
+                f"found {bad}"
+            )
