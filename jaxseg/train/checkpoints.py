@@ -1,0 +1,136 @@
+"""Training checkpoints with Orbax: state, data-iterator position and config; latest k plus the best.
+
+Layout of a work directory::
+
+    workdir/config.json           the run's config (also stored in every checkpoint)
+    workdir/checkpoints/<step>/   state (params, batch_stats, opt_state, step), data iterator, config
+    workdir/best/<step>/          the same for the best step by ``train.best_metric`` (kept: 1)
+
+Saves are asynchronous and atomic (Orbax writes to a temporary directory and renames), so a run killed
+mid-save resumes from the previous complete checkpoint. Restoring takes an abstract state whose shardings
+may come from a different mesh than the one that saved it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxseg.checkpoint import TRAIN_CHECKPOINTS_DIR
+
+BEST_DIR = "best"
+
+
+def _data_save(iterator):
+    import grain
+
+    return grain.checkpoint.CheckpointSave(iterator)
+
+
+def _data_restore(iterator):
+    import grain
+
+    return grain.checkpoint.CheckpointRestore(iterator)
+
+
+class TrainingCheckpoints:
+    """The latest ``keep`` checkpoints and the single best one of a training run.
+
+    Args:
+      workdir: the run's directory.
+      keep: how many recent checkpoints to keep.
+      best_metric: metric name maximised for the best checkpoint ('' to disable).
+    """
+
+    def __init__(self, workdir: str | Path, keep: int = 2, best_metric: str = ""):
+        workdir = Path(workdir).resolve()
+        self.best_metric = best_metric
+        self.latest = ocp.CheckpointManager(
+            workdir / TRAIN_CHECKPOINTS_DIR,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        )
+        self.best = None
+        if best_metric:
+            self.best = ocp.CheckpointManager(
+                workdir / BEST_DIR,
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=1, best_fn=lambda m: float(m[best_metric]), best_mode="max", create=True,
+                ),
+            )
+
+    def latest_step(self) -> int | None:
+        return self.latest.latest_step()
+
+    @staticmethod
+    def _save_args(state, data_iterator, config):
+        items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config.to_dict())}
+        if data_iterator is not None:
+            items["data"] = _data_save(data_iterator)
+        return ocp.args.Composite(**items)
+
+    def save(self, step: int, state, data_iterator=None, config=None, force: bool = False) -> bool:
+        """Start an asynchronous save of ``state`` (and the iterator position) at ``step``."""
+        return self.latest.save(step, args=self._save_args(state, data_iterator, config), force=force)
+
+    def save_best(self, step: int, state, config, step_metrics: dict) -> bool:
+        """Save if ``step_metrics[best_metric]`` beats the best so far (Orbax keeps only the best one)."""
+        if self.best is None or self.best_metric not in step_metrics:
+            return False
+        metrics = {self.best_metric: float(step_metrics[self.best_metric])}
+        return self.best.save(step, args=self._save_args(state, None, config), metrics=metrics, force=True)
+
+    def restore(self, abstract_state, data_iterator=None, step: int | None = None):
+        """Restore the state (onto the shardings in ``abstract_state``) and, if given, the iterator position."""
+        step = self.latest.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.latest.directory}")
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if data_iterator is not None:
+            items["data"] = _data_restore(data_iterator)
+        restored = self.latest.restore(step, args=ocp.args.Composite(**items))
+        return restored["state"]
+
+    def wait(self) -> None:
+        self.latest.wait_until_finished()
+        if self.best is not None:
+            self.best.wait_until_finished()
+
+    def close(self) -> None:
+        self.latest.close()
+        if self.best is not None:
+            self.best.close()
+
+
+def load_training_variables(workdir: str | Path, target=None, shardings=None, best: bool = False) -> tuple[dict, dict]:
+    """``(variables, metadata)`` of a training run's latest (or best) checkpoint, for evaluation.
+
+    metadata holds ``model``, ``num_classes``, the model options and ``step``, read from the saved config.
+    """
+    workdir = Path(workdir).resolve()
+    manager = ocp.CheckpointManager(workdir / (BEST_DIR if best else TRAIN_CHECKPOINTS_DIR))
+    try:
+        step = manager.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no complete checkpoint in {manager.directory}")
+        config = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+        state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    finally:
+        manager.close()
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    if target is not None:
+        structure = jax.tree_util.tree_structure(target)
+        if jax.tree_util.tree_structure(variables) != structure:
+            raise ValueError(f"checkpoint {workdir} does not match the expected variables structure")
+        if shardings is not None:
+            variables = jax.device_put(variables, shardings)
+    model = config["model"]
+    metadata = {
+        "model": model["name"],
+        "num_classes": model["num_classes"],
+        "options": {k: model[k] for k in ("drop_path_rate", "normalize", "dtype", "depthwise") if k in model},
+        "step": int(step),
+        "source": str(workdir),
+    }
+    return variables, metadata
