@@ -188,3 +188,29 @@ def default_config() -> ml_collections.ConfigDict:
     config.evaluate.iterations = 300
     config.evaluate.batch_size = 16
     return config
+
+
+def apply_quick(config, size: int = 64) -> None:
+    """Shrink a recipe to a CPU smoke run of a few steps on tiny crops; the recipe's structure is kept."""
+    config.train.steps = 4
+    config.train.batch_size = 8
+    config.train.warmup_steps = 1
+    config.train.log_every = 1
+    config.train.eval_every = 2
+    config.train.checkpoint_every = 2
+    config.train.eval_examples = 8
+    config.train.robust_eval_iterations = 2
+    config.data.crop_size = size
+    config.data.base_size = size
+    config.data.eval_size = size
+    config.evaluate.iterations = 4
+    config.evaluate.batch_size = 8
+
+
+def parse_config_args(arg: str, choices: set[str], config_name: str) -> set[str]:
+    """The comma-separated options of a ``get_config(arg)``; unknown ones raise ``ValueError``."""
+    options = set(filter(None, arg.split(",")))
+    unknown = options - choices
+    if unknown:
+        raise ValueError(f"{config_name} config: unknown arg(s) {sorted(unknown)}; choose from {sorted(choices)}")
+    return options

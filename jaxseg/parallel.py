@@ -34,8 +34,8 @@ def initialize_distributed(
     detected = os.environ.get("JAXSEG_DISTRIBUTED") == "1" or int(os.environ.get("SLURM_NTASKS", "1")) > 1
     if not (explicit or detected):
         return
-    if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Only affects the CPU backend: lets CPU-only processes run cross-process collectives.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if explicit:
         jax.distributed.initialize(coordinator_address, num_processes, process_id)
     else:
