@@ -7,10 +7,10 @@ Each subcommand has an ``_add_<name>(subparsers)`` function that declares its ar
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 SUBCOMMANDS_PENDING = {
-    "train": "adversarial training (PGD-AT, PIR-AT, SegPGD-AT)",
     "evaluate": "clean and robust evaluation with SEA, APGD, PGD, SegPGD, CosPGD, PAdam",
     "attack": "attack a batch of images and save the adversarial examples",
     "convert": "convert PyTorch weights to Flax variables",
@@ -62,6 +62,47 @@ def _strip_config_prefix(overrides: list[str]) -> list[str]:
     return [o.removeprefix("--").removeprefix("config.") for o in overrides]
 
 
+def _add_train(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a segmentation model (clean, PGD-AT, PIR-AT, SegPGD-AT) from a config",
+        description="Train from a config; resumes from the latest checkpoint in --workdir. "
+        "Example: jaxseg train synthetic:pgd-at --workdir runs/at --config.train.steps=300",
+    )
+    parser.add_argument("config", help="config name or path with optional :arg (e.g. synthetic:pgd-at)")
+    parser.add_argument("--workdir", required=True, help="run directory (checkpoints, metrics, TensorBoard)")
+    parser.add_argument("--coordinator", help="host:port of process 0 for a multi-process run")
+    parser.add_argument("--num-processes", type=int, help="number of processes in a multi-process run")
+    parser.add_argument("--process-id", type=int, help="this process's index in a multi-process run")
+    parser.set_defaults(handler=_run_train, overrides=[])
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from jaxseg import parallel
+    from jaxseg.config import load_config
+
+    parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    config = load_config(args.config, args.overrides)
+    from jaxseg.train.loop import train
+
+    import jax
+
+    bar = tqdm(total=int(config.train.steps), desc="train", unit="step", disable=jax.process_index() != 0)
+
+    def on_step(step: int, values: dict) -> None:
+        bar.update(step - bar.n)
+        shown = {k: f"{v:.3g}" for k, v in values.items() if k in ("loss", "pixel_accuracy", "images_per_second")
+                 or k.endswith("mIoU")}
+        bar.set_postfix(shown, refresh=True)
+
+    summary = train(config, args.workdir, on_step=on_step)
+    bar.close()
+    if jax.process_index() == 0:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxseg",
@@ -69,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_models(subparsers)
+    _add_train(subparsers)
     _add_config(subparsers)
     for name, help_text in SUBCOMMANDS_PENDING.items():
         sub = subparsers.add_parser(name, help=help_text)
