@@ -11,14 +11,7 @@ import json
 import sys
 
 SUBCOMMANDS_PENDING = {
-    "evaluate": "clean and robust evaluation with SEA, APGD, PGD, SegPGD, CosPGD, PAdam",
-    "attack": "attack a batch of images and save the adversarial examples",
-    "convert": "convert PyTorch weights to Flax variables",
-    "generate": "generate images from label maps with a robust model's gradients",
-    "inpaint": "inpaint a masked region with a robust model's gradients",
-    "saliency": "gradient saliency maps and localisation",
     "quickstart": "train, attack and explain on the built-in synthetic data",
-    "data": "prepare, show and describe datasets",
 }
 
 
@@ -28,6 +21,43 @@ def _pending(name: str):
         return 2
 
     return handler
+
+
+def _add_convert(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert", help="convert PyTorch weights (.safetensors, or .pt/.pth read with weights_only) to Flax variables"
+    )
+    parser.add_argument("src", help="PyTorch checkpoint file")
+    parser.add_argument("--out", required=True, help="new directory for the Orbax variables + metadata.json")
+    parser.add_argument("--family", help="source layout (detected from the keys by default)")
+    parser.add_argument("--model", help="registered model name (inferred from the keys and shapes by default)")
+    parser.add_argument("--num-classes", type=int, help="expected number of classes (checked against the weights)")
+    parser.add_argument(
+        "--normalize", action=argparse.BooleanOptionalAction, default=None,
+        help="ImageNet mean/std normalisation inside the model (default: from the checkpoint and family)",
+    )
+    parser.set_defaults(handler=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from jaxseg.checkpoint import save_variables
+    from jaxseg.convert import convert_checkpoint
+    from jaxseg.models import count_parameters
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {out} must be a new or empty directory")
+    variables, metadata = convert_checkpoint(
+        args.src, family=args.family, model=args.model, num_classes=args.num_classes, normalize=args.normalize
+    )
+    directory = save_variables(args.out, variables, metadata)
+    print(
+        f"converted {args.src} ({metadata['family']}) to {metadata['model']} with {metadata['num_classes']} classes, "
+        f"{count_parameters(variables['params']):,} parameters, options {metadata['options']}: {directory}"
+    )
+    return 0
 
 
 def _add_models(subparsers) -> None:
@@ -40,6 +70,156 @@ def _run_models(args: argparse.Namespace) -> int:
 
     for name in list_models():
         print(name)
+    return 0
+
+
+def _add_model_and_data_arguments(parser) -> None:
+    """Arguments shared by ``evaluate`` and ``attack``: the model, the data, the threat model."""
+    from jaxseg.evaluate import ATTACKS
+
+    parser.add_argument("--model", required=True, help="checkpoint directory, or a registered model name with --random-init")
+    parser.add_argument("--random-init", action="store_true", help="use untrained weights (smoke runs)")
+    parser.add_argument("--num-classes", type=int, help="classes of a --random-init model (default: from the data)")
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--dataset", help="dataset name (jaxseg.data), e.g. synthetic_shapes, voc, ade20k")
+    data.add_argument("--arrays", help=".npz file with images (N, H, W, 3) float in [0, 1] and labels (N, H, W)")
+    parser.add_argument("--split", default="validation", help="dataset split (default: validation)")
+    parser.add_argument("--data-dir", default="", help="dataset directory (default: JAXSEG_DATA_DIR)")
+    parser.add_argument("--protocol", default="standard", help="evaluation protocol: standard or sea")
+    parser.add_argument("--image-size", type=int, default=64, help="evaluation image size in pixels (default 64)")
+    parser.add_argument("--attack", default="sea", choices=ATTACKS, help="attack (default: sea)")
+    parser.add_argument("--norm", default="linf", help="threat model: linf or l2")
+    parser.add_argument("--iterations", type=int, help="iterations per attack run (default: the attack's own)")
+    parser.add_argument("--step-size", type=str, help="PGD-family step size, e.g. 0.01 or 2/255 (default eps/4)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per compiled batch (default 8)")
+    parser.add_argument("--num-examples", type=int, help="evaluate only the first N examples")
+    parser.add_argument("--seed", type=int, default=0, help="attack and worst-case search seed")
+    parser.add_argument("--compute-dtype", help="model compute dtype, e.g. bfloat16 (losses stay float32)")
+    parser.add_argument("--out", required=True, help="output directory")
+
+
+def _add_evaluate(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="clean and robust evaluation with SEA, APGD, PGD, SegPGD, CosPGD, PAdam",
+        description="Clean and robust aAcc/mIoU per radius and per component attack; writes results.json and "
+        "results.md to --out. Example: jaxseg evaluate --model runs/at --dataset synthetic_shapes "
+        "--attack sea --eps 4/255,8/255 --out eval/",
+    )
+    _add_model_and_data_arguments(parser)
+    parser.add_argument("--eps", default="4/255", help="comma-separated radii on the [0, 1] scale (default 4/255)")
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _add_attack(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "attack", help="attack images and save the adversarial examples",
+        description="Attack the first --num-examples images (default: one batch) at one radius and save "
+        "adversarial.npz (images, labels, adversarial, clean_prediction, adversarial_prediction) to --out; for "
+        "an ensemble the per-image lowest-accuracy component is saved.",
+    )
+    _add_model_and_data_arguments(parser)
+    parser.add_argument("--eps", default="4/255", help="radius on the [0, 1] scale (default 4/255)")
+    parser.set_defaults(handler=_run_attack)
+
+
+def _parse_radii(text: str) -> list[float]:
+    from jaxseg.config import parse_value
+
+    radii = [parse_value(part) for part in text.split(",") if part.strip()]
+    if not radii or not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in radii):
+        raise ValueError(f"--eps must be comma-separated numbers such as 4/255,8/255; got {text!r}")
+    return [float(r) for r in radii]
+
+
+def _attack_setup(args: argparse.Namespace):
+    """(model, variables, batches, total examples) for ``evaluate`` / ``attack``."""
+    from jaxseg import evaluate
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
+    if args.arrays:
+        images, labels = evaluate.load_arrays(args.arrays)
+        num_classes = args.num_classes or int(labels[labels != 255].max()) + 1
+        image_size = images.shape[1]
+        batches = evaluate.array_batches(images, labels, args.batch_size, args.num_examples)
+        total = min(args.num_examples or len(images), len(images))
+    else:
+        from jaxseg import data
+
+        num_classes = args.num_classes or data.dataset_info(args.dataset).num_classes
+        image_size = args.image_size
+        batches = data.eval_batches(args.dataset, args.split, data_dir=args.data_dir or None,
+                                    batch_size=args.batch_size, protocol=args.protocol, image_size=image_size,
+                                    num_examples=args.num_examples)
+        total = args.num_examples
+    model, variables, _ = evaluate.load_model(args.model, num_classes=num_classes, random_init=args.random_init,
+                                              image_size=image_size, seed=args.seed)
+    return model, variables, batches, total
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from jaxseg import attacks, evaluate
+
+    radii = _parse_radii(args.eps)
+    step_size = _parse_radii(args.step_size)[0] if args.step_size else None
+    model, variables, batches, total = _attack_setup(args)
+    with tqdm(total=total, desc=f"evaluate {args.attack}", unit="img") as bar:
+        results = evaluate.evaluate(
+            attacks.logits_function(model), batches, variables=variables, attack=args.attack, eps=radii,
+            norm=args.norm, iterations=args.iterations, step_size=step_size, seed=args.seed,
+            compute_dtype=args.compute_dtype, progress=bar.update,
+        )
+    results["model"] = args.model
+    json_path, markdown_path = evaluate.write_results(results, args.out)
+    print(evaluate.results_markdown(results))
+    print(f"wrote {json_path} and {markdown_path}")
+    return 0
+
+
+def _run_attack(args: argparse.Namespace) -> int:
+    import jax
+    import numpy as np
+
+    from jaxseg import attacks, evaluate, metrics
+
+    radius = _parse_radii(args.eps)
+    if len(radius) != 1:
+        raise ValueError(f"jaxseg attack takes one radius; got {args.eps!r} (use jaxseg evaluate for several)")
+    step_size = _parse_radii(args.step_size)[0] if args.step_size else None
+    model, variables, batches, _ = _attack_setup(args)
+    logits_fn = attacks.logits_function(model)
+    iterations = args.iterations or evaluate.DEFAULT_ITERATIONS[args.attack]
+    parts = {k: [] for k in ("images", "labels", "adversarial", "clean_prediction", "adversarial_prediction")}
+    for index, batch in enumerate(batches):
+        valid = np.asarray(batch.get("valid", np.ones(len(batch["image"]), bool)))
+        images, labels = np.asarray(batch["image"], np.float32), np.asarray(batch["label"], np.int32)
+        adversarial, statistics = evaluate.run_attack(
+            args.attack, logits_fn, images, labels, jax.random.fold_in(jax.random.PRNGKey(args.seed), index),
+            eps=radius[0], norm=args.norm, iterations=iterations, variables=variables, step_size=step_size,
+            compute_dtype=args.compute_dtype,
+        )
+        adversarial, _ = evaluate.worst_adversarial(adversarial, statistics)
+        for name, value in (("images", images), ("labels", labels), ("adversarial", adversarial),
+                            ("clean_prediction", evaluate.predict(logits_fn, images, variables=variables)),
+                            ("adversarial_prediction", evaluate.predict(logits_fn, adversarial, variables=variables))):
+            parts[name].append(np.asarray(value)[valid])
+        if args.num_examples is None:
+            break
+    arrays = {k: np.concatenate(v) for k, v in parts.items()}
+    num_classes = int(statistics.intersection.shape[-1])
+    scores = {}
+    for name in ("clean", "adversarial"):
+        stats = metrics.per_image_statistics(arrays[f"{name}_prediction"], arrays["labels"], num_classes)
+        scores[name] = {k: round(float(v), 4) for k, v in metrics.scores_from_statistics(stats).items()}
+    from pathlib import Path
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "adversarial.npz", **arrays)
+    print(json.dumps({"attack": args.attack, "eps": radius[0], "num_examples": len(arrays["images"]), **scores}, indent=2))
+    print(f"wrote {out / 'adversarial.npz'}")
     return 0
 
 
@@ -103,6 +283,324 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_data(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="prepare, show and describe datasets")
+    actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    data_dir_help = "TFDS data directory (default: $JAXSEG_DATA_DIR or ~/tensorflow_datasets)"
+    names = "voc2012_seg, ade20k, cityscapes, synthetic_shapes[/CONFIG]"
+
+    prepare = actions.add_parser("prepare", help="write a dataset as ArrayRecord files with TFDS")
+    prepare.add_argument("name", help=names)
+    prepare.add_argument("--manual-dir", help="directory holding the extracted official archives (not synthetic)")
+    prepare.add_argument("--data-dir", help=data_dir_help)
+    prepare.add_argument("--image-size", type=int, help="synthetic_shapes only: image side in pixels")
+    prepare.set_defaults(handler=_run_data_prepare)
+
+    show = actions.add_parser("show", help="write a PNG grid of images with their coloured label maps")
+    show.add_argument("name", help=names)
+    show.add_argument("--split", help="split to show (default: the dataset's evaluation split)")
+    show.add_argument("--out", help="PNG path (default: NAME-SPLIT.png)")
+    show.add_argument("--num", type=int, default=8, help="number of examples (default 8)")
+    show.add_argument("--data-dir", help=data_dir_help)
+    show.set_defaults(handler=_run_data_show)
+
+    stats = actions.add_parser("stats", help="print example counts, class frequencies and class weights")
+    stats.add_argument("name", help=names)
+    stats.add_argument("--split", help="split to describe (default: the dataset's training split)")
+    stats.add_argument("--num-examples", type=int, default=0, help="count only the first N examples (0: all)")
+    stats.add_argument("--json", help="also write the statistics to this JSON file")
+    stats.add_argument("--data-dir", help=data_dir_help)
+    stats.set_defaults(handler=_run_data_stats)
+
+
+def _run_data_prepare(args: argparse.Namespace) -> int:
+    from jaxseg.data import prepare, resolve_name
+
+    options = {} if args.image_size is None else {"image_size": args.image_size}
+    name = resolve_name(args.name, **options)
+    path = prepare(args.name, data_dir=args.data_dir, manual_dir=args.manual_dir, **options)
+    print(f"prepared {name} in {path}")
+    return 0
+
+
+def _run_data_show(args: argparse.Namespace) -> int:
+    from jaxseg.data import dataset_info, open_split, save_example_grid
+
+    info = dataset_info(args.name)
+    split = args.split or info.eval_split
+    if args.num < 1:
+        raise ValueError(f"--num must be >= 1, got {args.num}")
+    source = open_split(args.name, split, args.data_dir)
+    examples = [source[i] for i in range(min(args.num, len(source)))]
+    out = args.out or f"{args.name.replace('/', '-')}-{split}.png"
+    images, labels = [e["image"] for e in examples], [e["label"] for e in examples]
+    save_example_grid(images, labels, info.palette, out, titles=[bytes(e["id"]).decode() for e in examples])
+    print(f"wrote {len(examples)} examples of {args.name} {split} to {out}")
+    return 0
+
+
+def _run_data_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from jaxseg.data import dataset_info, split_statistics
+
+    info = dataset_info(args.name)
+    split = args.split or info.train_split
+    stats = split_statistics(args.name, split, data_dir=args.data_dir, num_examples=args.num_examples)
+    summary = stats.to_json_dict()
+    print(f"{args.name} {split}: {stats.num_examples} examples, sizes {stats.min_size} to {stats.max_size} (H, W)")
+    print(f"ignored pixels: {stats.ignored_pixels}, unknown label values: {stats.unknown_pixels}")
+    print(f"{'class':<24} {'pixels':>14} {'frequency':>10} {'weight':>8}")
+    for class_name in info.class_names:
+        pixels, frequency = summary["pixel_counts"][class_name], summary["frequencies"][class_name]
+        print(f"{class_name:<24} {pixels:>14} {frequency:>10.4f} {summary['class_weights'][class_name]:>8.4f}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(summary, handle, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _add_generate(subparsers) -> None:
+    from jaxseg.pag.io import MODEL_ARGUMENTS
+
+    parser = subparsers.add_parser(
+        "generate", help="generate images from label maps with a robust model's gradients",
+        description="Optimise an image so the model segments it as a target label map (targeted L2/Linf descent "
+        "from a seed). Example: jaxseg generate --checkpoint runs/at --target map.png --start class-gaussian "
+        "--dataset synthetic_shapes --out out/generate",
+    )
+    parser.add_argument("--target", required=True, help="label-map PNG of class indices (255 = free pixel)")
+    parser.add_argument("--start", choices=("noise", "mean", "class-gaussian"), default="noise",
+                        help="seed image: uniform noise, the dataset mean colour, or per-class Gaussians")
+    parser.add_argument("--mean-colour", type=float, nargs=3, metavar=("R", "G", "B"),
+                        help="mean colour in [0, 1] for --start mean (default: from --dataset)")
+    parser.add_argument("--dataset", help="training data for --start mean / class-gaussian (e.g. synthetic_shapes)")
+    parser.add_argument("--data-dir", help="dataset directory (default JAXSEG_DATA_DIR or ~/tensorflow_datasets)")
+    parser.add_argument("--fit-images", type=int, default=256, help="training images to fit the seed statistics on")
+    parser.add_argument("--norm", choices=("l2", "linf"), default="l2")
+    parser.add_argument("--eps", type=float, help="radius on the [0, 1] scale (default, L2: 40 rescaled from 224 px)")
+    parser.add_argument("--step-size", type=float, help="step size (default eps / 40)")
+    parser.add_argument("--steps", type=int, default=60, help="iterations")
+    for flags, options in MODEL_ARGUMENTS:
+        parser.add_argument(*flags, **options)
+    parser.set_defaults(handler=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from jaxseg.pag import io
+
+    bar = tqdm(total=4, desc="generate", unit="stage")
+    target = io.read_label_png(args.target)
+    logits_fn, variables, description = io.load_model(
+        checkpoint=args.checkpoint, model=args.model, num_classes=args.num_classes, random_init=args.random_init,
+        image_size=target.shape[1:3], seed=args.seed)
+    bar.update()
+    import jax
+    import numpy as np
+
+    from jaxseg.pag import generate
+
+    gaussians, mean_colour = None, args.mean_colour
+    if args.start != "noise" and (args.start == "class-gaussian" or mean_colour is None):
+        if not args.dataset:
+            raise ValueError(f"--start {args.start} needs --dataset NAME" + (" (or --mean-colour R G B)" if args.start == "mean" else ""))
+        from jaxseg import data
+
+        images, labels = data.load_split_arrays(args.dataset, data.dataset_info(args.dataset).train_split,
+                                                data_dir=args.data_dir, protocol="standard",
+                                                image_size=int(target.shape[1]), num_examples=args.fit_images)
+        mean_colour = generate.dataset_mean(images)
+        if args.start == "class-gaussian":
+            gaussians = generate.fit_class_gaussians(images, labels, description["num_classes"])
+    key = jax.random.key(args.seed)
+    seeds = generate.make_seed(args.start, key, target, gaussians=gaussians, mean_colour=mean_colour)
+    bar.update()
+    result = generate.generate(logits_fn, target, seeds, eps=args.eps, step_size=args.step_size, iterations=args.steps,
+                               norm=args.norm, variables=variables)
+    result = jax.device_get(result)
+    bar.update()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    io.write_image_png(out / "generated.png", result.images[0])
+    io.save_grid(out / "generate.png", [("seed", np.asarray(seeds[0])), ("target", target[0]),
+                                        ("generated", result.images[0]), ("prediction", result.prediction[0])],
+                 description["num_classes"])
+    io.write_json(out / "generate.json", {
+        **description, "target": args.target, "start": args.start, "norm": args.norm, "eps": args.eps,
+        "step_size": args.step_size, "steps": args.steps, "seed": args.seed,
+        "target_accuracy": float(result.target_accuracy[0]), "loss": float(result.loss[0]),
+        "initial_loss": float(result.loss_history[0, 0]),
+    })
+    bar.update()
+    bar.close()
+    print(f"target accuracy {float(result.target_accuracy[0]):.3f}; wrote {out / 'generate.png'} and {out / 'generate.json'}")
+    return 0
+
+
+def _add_inpaint(subparsers) -> None:
+    from jaxseg.pag.io import MODEL_ARGUMENTS
+
+    parser = subparsers.add_parser(
+        "inpaint", help="inpaint a masked region with a robust model's gradients",
+        description="Fill the masked region of an image so the model's prediction matches a label map. "
+        "Example: jaxseg inpaint --checkpoint runs/at --image x.png --mask m.png --label y.png --out out/inpaint",
+    )
+    parser.add_argument("--image", required=True, help="RGB image PNG (the true image; the region is hidden first)")
+    parser.add_argument("--mask", required=True, help="mask PNG of the region to fill (non-zero = fill)")
+    parser.add_argument("--label", required=True, help="label-map PNG of class indices the prediction should match")
+    parser.add_argument("--mode", choices=("penalty", "hard"), default="penalty",
+                        help="penalty: anchor visible pixels with λ·MSE; hard: visible pixels never change")
+    parser.add_argument("--anchor-weight", type=float, default=10.0, help="λ of the penalty mode")
+    parser.add_argument("--norm", choices=("l2", "linf"), default="l2")
+    parser.add_argument("--eps", type=float, help="radius on the [0, 1] scale (default, L2: 21.6 rescaled from 224 px)")
+    parser.add_argument("--step-size", type=float, help="step size (default eps / 216)")
+    parser.add_argument("--steps", type=int, default=720, help="iterations")
+    for flags, options in MODEL_ARGUMENTS:
+        parser.add_argument(*flags, **options)
+    parser.set_defaults(handler=_run_inpaint)
+
+
+def _run_inpaint(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from jaxseg.pag import io
+
+    bar = tqdm(total=3, desc="inpaint", unit="stage")
+    image, mask, label = io.read_image_png(args.image), io.read_mask_png(args.mask), io.read_label_png(args.label)
+    for name, shape in (("mask", mask.shape[1:3]), ("label map", label.shape[1:3])):
+        if shape != image.shape[1:3]:
+            raise ValueError(f"the {name} is {shape[0]}x{shape[1]} but the image is {image.shape[1]}x{image.shape[2]}")
+    logits_fn, variables, description = io.load_model(
+        checkpoint=args.checkpoint, model=args.model, num_classes=args.num_classes, random_init=args.random_init,
+        image_size=image.shape[1:3], seed=args.seed)
+    bar.update()
+    import jax
+    import numpy as np
+
+    from jaxseg.pag import inpaint
+
+    result = jax.device_get(inpaint.inpaint(logits_fn, image, mask, label, mode=args.mode,
+                                            anchor_weight=args.anchor_weight, eps=args.eps, step_size=args.step_size,
+                                            iterations=args.steps, norm=args.norm, variables=variables))
+    mse, psnr = inpaint.region_error(result.images, image, mask)
+    corrupted_mse, corrupted_psnr = inpaint.region_error(result.corrupted, image, mask)
+    bar.update()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    io.write_image_png(out / "inpainted.png", result.images[0])
+    io.save_grid(out / "inpaint.png", [("input", image[0]), ("mask", mask[0]), ("corrupted", result.corrupted[0]),
+                                       ("inpainted", result.images[0]), ("prediction", result.prediction[0])],
+                 description["num_classes"])
+    visible_change = float(np.max(np.abs(result.images[0] - image[0])[~mask[0]], initial=0.0))
+    io.write_json(out / "inpaint.json", {
+        **description, "image": args.image, "mask": args.mask, "label": args.label, "mode": args.mode,
+        "anchor_weight": args.anchor_weight, "norm": args.norm, "eps": args.eps, "step_size": args.step_size,
+        "steps": args.steps, "seed": args.seed, "mask_fraction": float(mask.mean()),
+        "label_accuracy": float(result.label_accuracy[0]), "loss": float(result.loss[0]),
+        "region_mse": float(mse[0]), "region_psnr_db": float(psnr[0]), "corrupted_region_mse": float(corrupted_mse[0]),
+        "corrupted_region_psnr_db": float(corrupted_psnr[0]), "max_visible_change": visible_change,
+    })
+    bar.update()
+    bar.close()
+    print(f"region PSNR {float(psnr[0]):.2f} dB (mean fill {float(corrupted_psnr[0]):.2f} dB); wrote {out / 'inpaint.png'}")
+    return 0
+
+
+def _add_saliency(subparsers) -> None:
+    from jaxseg.pag.io import MODEL_ARGUMENTS
+
+    parser = subparsers.add_parser(
+        "saliency", help="gradient saliency maps and localisation",
+        description="Attribute a class's (or label map's) score to the input pixels and localise it. "
+        "Example: jaxseg saliency --checkpoint runs/at --image x.png --class 2 --label y.png --out out/saliency",
+    )
+    parser.add_argument("--image", required=True, help="RGB image PNG")
+    parser.add_argument("--class", dest="class_index", type=int, help="class whose score is attributed")
+    parser.add_argument("--label", help="label-map PNG: with --class, the object (label == class) to score "
+                        "localisation against; alone, the map whose per-pixel score is attributed")
+    parser.add_argument("--region", help="mask PNG of the pixels whose score counts (default: all)")
+    parser.add_argument("--method", choices=("gradient", "gradient-input", "smoothgrad", "integrated-gradients"),
+                        default="gradient")
+    parser.add_argument("--objective", choices=("logit", "ce"), default="logit",
+                        help="logit: sum of the class logit; ce: sum of the cross-entropy")
+    parser.add_argument("--samples", type=int, default=16, help="SmoothGrad draws")
+    parser.add_argument("--noise-scale", type=float, default=0.15, help="SmoothGrad noise σ ([0, 1] scale)")
+    parser.add_argument("--ig-steps", type=int, default=32, help="integrated-gradients intervals")
+    parser.add_argument("--sigma", type=float, default=1.0, help="localisation blur σ in pixels")
+    parser.add_argument("--threshold", type=float, default=0.2, help="localisation threshold (fraction of max)")
+    for flags, options in MODEL_ARGUMENTS:
+        parser.add_argument(*flags, **options)
+    parser.set_defaults(handler=_run_saliency)
+
+
+def _run_saliency(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from jaxseg.pag import io
+
+    if args.class_index is None and args.label is None:
+        raise ValueError("give --class C (a class to explain) or --label MAP.png (a label map to explain)")
+    bar = tqdm(total=3, desc="saliency", unit="stage")
+    image = io.read_image_png(args.image)
+    label = io.read_label_png(args.label) if args.label else None
+    region = io.read_mask_png(args.region) if args.region else None
+    for name, extra in (("label map", label), ("region", region)):
+        if extra is not None and extra.shape[1:3] != image.shape[1:3]:
+            raise ValueError(f"the {name} is {extra.shape[1]}x{extra.shape[2]} but the image is "
+                             f"{image.shape[1]}x{image.shape[2]}")
+    logits_fn, variables, description = io.load_model(
+        checkpoint=args.checkpoint, model=args.model, num_classes=args.num_classes, random_init=args.random_init,
+        image_size=image.shape[1:3], seed=args.seed)
+    bar.update()
+    import jax
+    import numpy as np
+
+    from jaxseg.pag import localize, saliency
+
+    explain_map = args.class_index is None
+    attribution = saliency.attribute(
+        logits_fn, image, method=args.method, objective=args.objective, class_index=args.class_index,
+        labels=label if explain_map else None, region=region, key=jax.random.key(args.seed), samples=args.samples,
+        noise_scale=args.noise_scale, steps=args.ig_steps, variables=variables)
+    prediction = np.asarray(attribution.prediction)
+    maps = saliency.saliency_map(attribution.values)
+    found = localize.localize(maps, sigma=args.sigma, threshold=args.threshold)
+    bar.update()
+    numbers = {
+        **description, "image": args.image, "class": args.class_index, "label": args.label, "region": args.region,
+        "method": args.method, "objective": args.objective, "seed": args.seed, "score": float(attribution.score[0]),
+        "box": found.boxes[0], "box_format": "y0, x0, y1, x1 (exclusive ends)",
+        "localized_fraction": float(found.masks[0].mean()),
+    }
+    if args.method == "integrated-gradients":
+        numbers["baseline_score"] = float(attribution.baseline_score[0])
+        numbers["attribution_sum"] = float(np.sum(attribution.values[0]))
+    if label is not None and not explain_map:
+        target = label == args.class_index
+        true_box = localize.boxes_from_masks(target)
+        numbers.update(object_box=true_box[0], box_iou=float(localize.box_iou(found.boxes, true_box)[0]),
+                       localized=bool(localize.localization_accuracy(found.boxes, true_box) == 1.0),
+                       pointing_hit=bool(localize.pointing_game(maps, target)[0]), object_present=bool(target.any()))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    io.save_grid(out / "saliency.png", [("image", image[0]), ("saliency", maps[0]), ("localised", found.masks[0]),
+                                        ("prediction", prediction[0])], description["num_classes"])
+    io.write_json(out / "saliency.json", numbers)
+    bar.update()
+    bar.close()
+    print(f"box {found.boxes[0].tolist()} (y0, x0, y1, x1); wrote {out / 'saliency.png'} and {out / 'saliency.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxseg",
@@ -110,6 +608,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_models(subparsers)
+    _add_generate(subparsers)
+    _add_inpaint(subparsers)
+    _add_saliency(subparsers)
+    _add_convert(subparsers)
+    _add_evaluate(subparsers)
+    _add_attack(subparsers)
+    _add_data(subparsers)
     _add_train(subparsers)
     _add_config(subparsers)
     for name, help_text in SUBCOMMANDS_PENDING.items():

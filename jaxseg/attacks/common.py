@@ -1,0 +1,213 @@
+"""Pieces shared by the attacks: the result type, the model/loss evaluation of an iterate, input checks and
+the compile-once dispatch.
+
+Calling convention (DESIGN.md): ``attack(logits_fn, images, labels, key, *, eps, ...)``. ``logits_fn`` maps
+images (B, H, W, 3) in [0, 1] to logits (B, H, W, K). For large models pass a pure function of
+``(variables, images)`` together with ``variables=...``: the variables are then an argument of the compiled
+attack rather than constants baked into it, and the compiled attack is reused for every batch of the same
+shape as long as the *same* ``logits_fn`` object is passed (``logits_function(model)`` builds one that compares
+equal for equal models). ``logits_fn`` is a static argument: a new lambda per call means a new compilation.
+Inside an outer ``jit`` (e.g. a training step) the attack is traced inline into the caller's program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxseg import metrics
+from jaxseg.attacks import losses, threat
+from jaxseg.validation import validate_images, validate_labels
+
+KEEP_OPTIONS = ("loss", "accuracy", "last")
+
+
+class AttackResult(NamedTuple):
+    """What every attack returns.
+
+    adversarial: (B, H, W, C) float32 in [0, 1], within eps of the clean images.
+    statistics: ``metrics.PerImageStatistics`` of the model's prediction on ``adversarial``.
+    loss_history: (T, B) float32 per-image loss of the iterate at each iteration (NaN where not run).
+    accuracy_history: (T, B) float32 per-image pixel accuracy of each iterate (NaN where not run).
+    """
+
+    adversarial: jax.Array
+    statistics: metrics.PerImageStatistics
+    loss_history: jax.Array
+    accuracy_history: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelLogits:
+    """``(variables, images) -> logits`` of a Flax model in eval mode; equal models give equal (hashable)
+    functions, so the compiled attack is reused across calls. Use as ``attack(ModelLogits(model), ...,
+    variables=variables)``."""
+
+    model: nn.Module
+
+    def __call__(self, variables, images: jax.Array) -> jax.Array:
+        return self.model.apply(variables, images, train=False)
+
+
+def logits_function(model: nn.Module) -> ModelLogits:
+    """The hashable ``(variables, images) -> logits`` function of ``model`` (see ``ModelLogits``)."""
+    return ModelLogits(model)
+
+
+class Evaluation(NamedTuple):
+    """The model and losses at one iterate. Shapes: (B,) unless noted.
+
+    loss: attack loss (its sum over the batch is what the gradient ascends). track: the loss used for best-point
+    and step-size decisions. prediction: (B, H, W) int32. accuracy: pixel accuracy w.r.t. labels (NaN-free;
+    1 for an image without labelled pixels). score: what the attack minimises per image — pixel accuracy,
+    or for a targeted attack the fraction of pixels not yet at the target (0 for an image with nothing to
+    attack). grad: (B, H, W, C) float32 gradient of the summed attack loss. num_classes: K (a Python int).
+    """
+
+    loss: jax.Array
+    track: jax.Array
+    prediction: jax.Array
+    accuracy: jax.Array
+    score: jax.Array
+    grad: jax.Array
+    num_classes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+    """Static description of an attack objective: loss names and options that do not change per batch."""
+
+    loss: str = "ce"
+    track_loss: str | None = None  # None: track the attack loss itself
+    ignore_index: int | None = metrics.DEFAULT_IGNORE_INDEX
+    activation: str = "sigmoid"
+
+
+def make_forward(logits_fn: Callable, variables: Any, compute_dtype) -> Callable[[jax.Array], jax.Array]:
+    """images float32 → float32 logits, computing the model in ``compute_dtype`` (e.g. bfloat16) if given."""
+    if compute_dtype is not None:
+        variables = jax.tree_util.tree_map(
+            lambda leaf: leaf.astype(compute_dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf, variables
+        )
+
+    def forward(images: jax.Array) -> jax.Array:
+        if compute_dtype is not None:
+            images = images.astype(compute_dtype)
+        logits = logits_fn(images) if variables is None else logits_fn(variables, images)
+        return logits.astype(jnp.float32)
+
+    return forward
+
+
+def make_evaluator(forward, labels, spec: LossSpec, *, target=None, class_weights=None, iterations: int = 1):
+    """``evaluate(images, iteration) -> Evaluation`` for the objective ``spec`` (iteration feeds SegPGD's λ_t)."""
+    options = dict(target=target, class_weights=class_weights, iterations=iterations,
+                   activation=spec.activation, ignore_index=spec.ignore_index)
+
+    def objective(images, iteration):
+        logits = forward(images)
+        per_image = losses.image_loss(spec.loss, logits, labels, iteration=iteration, **options)
+        return jnp.sum(per_image), (per_image, logits)
+
+    gradient = jax.value_and_grad(objective, has_aux=True)
+
+    def evaluate(images: jax.Array, iteration) -> Evaluation:
+        (_, (loss, logits)), grad = gradient(images, iteration)
+        track = loss
+        if spec.track_loss is not None and spec.track_loss != spec.loss:
+            track = losses.image_loss(spec.track_loss, logits, labels, iteration=iteration, **options)
+        prediction = jnp.argmax(logits, -1).astype(jnp.int32)
+        accuracy, score = success_scores(prediction, labels, logits.shape[-1], spec.ignore_index, target)
+        return Evaluation(loss, track, prediction, accuracy, score, grad, logits.shape[-1])
+
+    return evaluate
+
+
+def success_scores(prediction, labels, num_classes: int, ignore_index, target=None):
+    """(accuracy, score) per image; see ``Evaluation``."""
+    stats = metrics.per_image_statistics(prediction, labels, num_classes, ignore_index)
+    accuracy = stats.pixel_accuracy
+    if target is None:
+        score = stats.correct / jnp.maximum(stats.labelled, 1)
+    else:
+        valid = _in_range(labels, num_classes, ignore_index) & _in_range(target, num_classes, ignore_index)
+        hits = jnp.sum((prediction == target) & valid, axis=(1, 2))
+        count = jnp.sum(valid, axis=(1, 2))
+        score = jnp.where(count > 0, 1.0 - hits / jnp.maximum(count, 1), 0.0)
+    return accuracy, score.astype(jnp.float32)
+
+
+def _in_range(values, num_classes: int, ignore_index):
+    valid = (values >= 0) & (values < num_classes)
+    return valid & (values != ignore_index) if ignore_index is not None else valid
+
+
+def empty_history(iterations: int, batch: int) -> jax.Array:
+    return jnp.full((iterations, batch), jnp.nan, jnp.float32)
+
+
+def is_traced(*trees) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
+
+
+def normalise_dtype(compute_dtype):
+    """None or a dtype-like → a hashable ``numpy.dtype`` (static argument)."""
+    if compute_dtype is None:
+        return None
+    dtype = jnp.dtype(compute_dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"compute_dtype must be a floating dtype such as bfloat16; got {compute_dtype!r}")
+    return dtype
+
+
+def validate_inputs(images, labels, eps, norm: str, *, mask=None, target=None, class_weights=None,
+                    loss_names=(), activation: str = "sigmoid") -> None:
+    """Boundary checks shared by the attacks; ``ValueError`` with what was expected.
+
+    Shapes are always checked; value ranges only for concrete (non-traced) arrays.
+    """
+    threat.validate_threat(images, eps, norm)
+    for name in loss_names:
+        losses.check_loss_name(name)
+    if activation not in losses.COSPGD_ACTIVATIONS:
+        raise ValueError(f"cospgd activation must be one of {losses.COSPGD_ACTIVATIONS}; got {activation!r}")
+    validate_images(images, check_range=not is_traced(images))
+    expected = tuple(images.shape[:3])
+    if getattr(labels, "ndim", None) != 3 or tuple(labels.shape) != expected:
+        raise ValueError(f"labels must have shape (B, H, W) = {expected} to match the images; got {getattr(labels, 'shape', None)}")
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"labels must be integers; got dtype {labels.dtype}")
+    if target is not None and (tuple(target.shape) != expected or not jnp.issubdtype(target.dtype, jnp.integer)):
+        raise ValueError(f"target must be an integer label map of shape {expected}; got {target.shape} {target.dtype}")
+    if mask is not None and tuple(mask.shape) not in (expected, expected + (1,)):
+        raise ValueError(f"mask must have shape {expected} or {expected + (1,)}; got {tuple(mask.shape)}")
+    if class_weights is not None and jnp.ndim(class_weights) not in (1, 2):
+        raise ValueError(f"class_weights must have shape (K,) or (B, K); got {jnp.shape(class_weights)}")
+
+
+def validate_label_values(labels, num_classes: int, ignore_index, *, target=None, class_weights=None) -> None:
+    """Value checks that need K (known once the model's output shape is): labels and target in range."""
+    if is_traced(labels, target):
+        return
+    validate_labels(labels, num_classes, ignore_index)
+    if target is not None:
+        try:
+            validate_labels(target, num_classes, ignore_index)
+        except ValueError as error:
+            raise ValueError(f"target: {error}") from None
+    if class_weights is not None and jnp.shape(class_weights)[-1] != num_classes:
+        raise ValueError(f"class_weights must have {num_classes} entries per row (one per class); got {jnp.shape(class_weights)}")
+
+
+def run(jitted, core, args: tuple, static: dict, *, labels, num_classes_of, ignore_index, target=None, class_weights=None):
+    """Run an attack core: inline when called under a trace, else the cached ``jitted`` version after checking
+    label values against K from the (cached) abstract evaluation, so repeated shapes never retrace."""
+    if is_traced(args):
+        return core(*args, **static)
+    shapes = jitted.eval_shape(*args, **static)
+    validate_label_values(labels, num_classes_of(shapes), ignore_index, target=target, class_weights=class_weights)
+    return jitted(*args, **static)

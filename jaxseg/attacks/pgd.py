@@ -1,0 +1,126 @@
+"""PGD with any per-pixel loss, and SegPGD / CosPGD as PGD with their losses (REFERENCE.md §2).
+
+x_{t+1} = P(x_t + α sign(∇ L(x_t))) for Linf, P(x_t + α ∇L / ‖∇L‖_2) for L2, P = projection onto the eps-ball
+∩ [0, 1]. The whole loop is one ``lax.fori_loop`` inside one compiled program; per image it keeps the iterate
+with the highest loss (``keep="loss"``), the lowest pixel accuracy (``keep="accuracy"``; ties go to the later
+iterate; targeted: the most pixels at the target) or the last one (``keep="last"``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxseg import metrics
+from jaxseg.attacks import common, threat
+from jaxseg.attacks.common import AttackResult, LossSpec
+
+
+def iterate(evaluate, start: jax.Array, update, update_state, labels, *, iterations: int, keep: str,
+            ignore_index) -> AttackResult:
+    """The shared first-order loop: ``iterations`` steps of ``x, state = update(x, grad, state)``.
+
+    evaluate: ``(x, t) -> Evaluation``. Keeps per image the iterate chosen by ``keep`` among x_0 .. x_T
+    (x_T is evaluated once more after the loop) and returns it with its statistics.
+    """
+    batch = start.shape[0]
+
+    def improves(evaluation, best_value):
+        if keep == "loss":
+            return evaluation.loss > best_value, evaluation.loss
+        if keep == "accuracy":
+            return evaluation.score <= best_value, evaluation.score
+        return jnp.ones_like(best_value, bool), best_value
+
+    def remember(best, x, evaluation):
+        best_x, best_value, best_prediction = best
+        better, value = improves(evaluation, best_value)
+        return (
+            jnp.where(better[:, None, None, None], x, best_x),
+            jnp.where(better, value, best_value),
+            jnp.where(better[:, None, None], evaluation.prediction, best_prediction),
+        )
+
+    def body(t, carry):
+        x, state, best, loss_history, accuracy_history = carry
+        evaluation = evaluate(x, t)
+        best = remember(best, x, evaluation)
+        loss_history = loss_history.at[t].set(evaluation.loss)
+        accuracy_history = accuracy_history.at[t].set(evaluation.accuracy)
+        x, state = update(x, evaluation.grad, state)
+        return x, state, best, loss_history, accuracy_history
+
+    initial_value = jnp.full((batch,), -jnp.inf if keep == "loss" else jnp.inf, jnp.float32)
+    best = (start, initial_value, jnp.zeros(start.shape[:3], jnp.int32))
+    history = common.empty_history(iterations, batch)
+    x, _, best, loss_history, accuracy_history = jax.lax.fori_loop(
+        0, iterations, body, (start, update_state, best, history, history)
+    )
+    final = evaluate(x, iterations)
+    best_x, _, best_prediction = remember(best, x, final)
+    statistics = metrics.per_image_statistics(best_prediction, labels, final.num_classes, ignore_index)
+    return AttackResult(best_x, statistics, loss_history, accuracy_history)
+
+
+def _pgd_core(variables, images, labels, key, eps, step_size, mask, target, class_weights, *, logits_fn,
+              spec: LossSpec, iterations: int, norm: str, keep: str, random_start: bool, compute_dtype):
+    images = images.astype(jnp.float32)
+    forward = common.make_forward(logits_fn, variables, compute_dtype)
+    evaluate = common.make_evaluator(forward, labels, spec, target=target, class_weights=class_weights,
+                                     iterations=iterations)
+    start = threat.random_start(key, images, eps, norm, mask) if random_start else images
+
+    def update(x, grad, state):
+        return threat.project(threat.step(x, grad, step_size, norm, mask), images, eps, norm, mask), state
+
+    return iterate(evaluate, start, update, (), labels, iterations=iterations, keep=keep,
+                   ignore_index=spec.ignore_index)
+
+
+_STATIC = ("logits_fn", "spec", "iterations", "norm", "keep", "random_start", "compute_dtype")
+_pgd_jit = jax.jit(_pgd_core, static_argnames=_STATIC)
+
+
+def pgd(logits_fn, images, labels, key, *, eps, iterations: int = 10, step_size=None, norm: str = "linf",
+        loss: str = "ce", keep: str = "loss", random_start: bool = True, mask=None, target=None,
+        class_weights=None, ignore_index: int | None = metrics.DEFAULT_IGNORE_INDEX, activation: str = "sigmoid",
+        variables=None, compute_dtype=None) -> AttackResult:
+    """Projected gradient ascent on per-image loss ``loss`` (summed over the batch for the gradient).
+
+    Args:
+      logits_fn: ``images -> logits`` (B, H, W, K), or ``(variables, images) -> logits`` with ``variables``.
+      images: (B, H, W, 3) float in [0, 1]. labels: (B, H, W) int in [0, K) or ``ignore_index``.
+      key: PRNG key for the random start.
+      eps: radius on the [0, 1] scale (scalar or (B,)). step_size: α, default eps / 4.
+      iterations: number of gradient steps T (T + 1 forward passes).
+      norm: "linf" or "l2". loss: a name of ``jaxseg.attacks.losses`` (e.g. "ce", "segpgd", "cospgd").
+      keep: "loss" | "accuracy" | "last", which iterate to return per image (see module docstring).
+      random_start: start uniformly in the ball (Linf) / on its sphere (L2); False starts at the clean images.
+      mask: optional (B, H, W[, 1]) bool/0-1, only these pixels may change. target: optional (B, H, W) int map
+        for a targeted attack. class_weights: (K,) or (B, K) for "mask-ce-bal".
+      activation: ψ of "cospgd". compute_dtype: e.g. ``jnp.bfloat16`` for the model; losses and projection
+        stay float32.
+    Returns: ``AttackResult`` with (T, B) loss and accuracy histories of the iterates x_0 .. x_{T-1}.
+    """
+    if keep not in common.KEEP_OPTIONS:
+        raise ValueError(f"keep must be one of {common.KEEP_OPTIONS}; got {keep!r}")
+    if not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be a positive integer; got {iterations!r}")
+    common.validate_inputs(images, labels, eps, norm, mask=mask, target=target, class_weights=class_weights,
+                           loss_names=(loss,), activation=activation)
+    step_size = jnp.asarray(eps, jnp.float32) / 4 if step_size is None else step_size
+    static = dict(logits_fn=logits_fn, spec=LossSpec(loss, None, ignore_index, activation), iterations=iterations,
+                  norm=norm, keep=keep, random_start=random_start, compute_dtype=common.normalise_dtype(compute_dtype))
+    args = (variables, images, labels, key, eps, step_size, mask, target, class_weights)
+    return common.run(_pgd_jit, _pgd_core, args, static, labels=labels, ignore_index=ignore_index, target=target,
+                      class_weights=class_weights, num_classes_of=lambda out: out.statistics.intersection.shape[-1])
+
+
+def segpgd(logits_fn, images, labels, key, **options) -> AttackResult:
+    """SegPGD (Gu et al. 2022): ``pgd`` with loss "segpgd" (λ_t = t / (2T)). Options as for ``pgd``."""
+    return pgd(logits_fn, images, labels, key, loss="segpgd", **options)
+
+
+def cospgd(logits_fn, images, labels, key, **options) -> AttackResult:
+    """CosPGD (Agnihotri & Keuper): ``pgd`` with loss "cospgd" (ψ = ``activation``). Options as for ``pgd``."""
+    return pgd(logits_fn, images, labels, key, loss="cospgd", **options)

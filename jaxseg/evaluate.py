@@ -1,0 +1,276 @@
+"""Clean and robust evaluation: aAcc and mIoU under SEA, APGD, PGD, SegPGD, CosPGD or PAdam, per radius.
+
+``evaluate(logits_fn, batches, ...)`` takes any iterable of batches ``{"image": (B, H, W, 3) float in [0, 1],
+"label": (B, H, W) int, "valid": optional (B,) bool}`` (padded examples have ``valid`` False and never count)
+and returns a JSON-serialisable dict. All scores are dataset-pooled (per-class intersections and unions summed
+over images). For an attack with several components (SEA: three APGD runs; PAdam: CE and cos) the robust
+score is the worst case over components (``jaxseg.attacks.sea.worst_case``); each component is also reported.
+Nothing here prints; pass ``progress`` to observe it. ``write_results`` stores ``results.json`` and
+``results.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxseg import attacks, metrics
+from jaxseg.attacks import common
+from jaxseg.attacks.sea import SEA_LOSSES, stack_statistics, worst_case
+
+ATTACKS = ("sea", "apgd", "pgd", "segpgd", "cospgd", "padam")
+DEFAULT_ITERATIONS = {"sea": 300, "apgd": 100, "pgd": 100, "segpgd": 100, "cospgd": 100, "padam": 200}
+PADAM_COMPONENT_LOSSES = ("ce", "cos")
+
+
+def attack_components(attack: str) -> tuple[str, ...]:
+    """Names of the runs that make up ``attack`` (the first is the start of the worst-case mIoU search)."""
+    check_attack(attack)
+    if attack == "sea":
+        return tuple(f"apgd-{name}" for name in SEA_LOSSES)
+    if attack == "padam":
+        return tuple(f"padam-{name}" for name in PADAM_COMPONENT_LOSSES)
+    return {"apgd": ("apgd-ce",), "pgd": ("pgd-ce",), "segpgd": ("segpgd",), "cospgd": ("cospgd",)}[attack]
+
+
+def check_attack(attack: str) -> None:
+    if attack not in ATTACKS:
+        raise ValueError(f"unknown attack {attack!r}; available attacks: {', '.join(ATTACKS)}")
+
+
+def run_attack(attack: str, logits_fn, images, labels, key, *, eps: float, norm: str, iterations: int,
+               variables=None, step_size=None, class_weights=None, compute_dtype=None,
+               ignore_index: int | None = metrics.DEFAULT_IGNORE_INDEX):
+    """Run every component of ``attack`` on one batch.
+
+    Returns ``(adversarial, statistics)``: (A, B, H, W, 3) images and ``PerImageStatistics`` with (A, B) /
+    (A, B, K) arrays, A = ``len(attack_components(attack))``.
+    """
+    check_attack(attack)
+    shared = dict(eps=eps, norm=norm, iterations=iterations, variables=variables, compute_dtype=compute_dtype,
+                  ignore_index=ignore_index)
+    if attack == "sea":
+        result = attacks.sea_attack(logits_fn, images, labels, key, class_weights=class_weights, **shared)
+        return result.adversarial, result.statistics
+    if attack == "apgd":
+        results = [attacks.apgd(logits_fn, images, labels, key, loss="ce", **shared)]
+    elif attack == "padam":
+        keys = jax.random.split(key, len(PADAM_COMPONENT_LOSSES))
+        results = [attacks.padam(logits_fn, images, labels, k, loss=name, **shared)
+                   for name, k in zip(PADAM_COMPONENT_LOSSES, keys)]
+    else:
+        loss = {"pgd": "ce", "segpgd": "segpgd", "cospgd": "cospgd"}[attack]
+        results = [attacks.pgd(logits_fn, images, labels, key, loss=loss, keep="accuracy", step_size=step_size,
+                               **shared)]
+    return jnp.stack([r.adversarial for r in results]), stack_statistics([r.statistics for r in results])
+
+
+def worst_adversarial(adversarial: jax.Array, statistics: metrics.PerImageStatistics):
+    """Per image the component with the lowest pixel accuracy: ((B, H, W, 3) images, (B,) component index)."""
+    accuracy = statistics.correct / jnp.maximum(statistics.labelled, 1)  # (A, B)
+    choice = jnp.argmin(accuracy, axis=0)
+    return jnp.take_along_axis(adversarial, choice[None, :, None, None, None], axis=0)[0], choice
+
+
+def _predict_core(variables, images, *, logits_fn, compute_dtype):
+    logits = common.make_forward(logits_fn, variables, compute_dtype)(images.astype(jnp.float32))
+    return jnp.argmax(logits, -1).astype(jnp.int32)
+
+
+_predict_jit = jax.jit(_predict_core, static_argnames=("logits_fn", "compute_dtype"))
+
+
+def predict(logits_fn, images, *, variables=None, compute_dtype=None) -> jax.Array:
+    """(B, H, W) int32 predicted classes for images (B, H, W, 3) (one compiled forward pass per shape)."""
+    return _predict_jit(variables, images, logits_fn=logits_fn, compute_dtype=common.normalise_dtype(compute_dtype))
+
+
+def clean_statistics(logits_fn, images, labels, num_classes: int, *, variables=None, compute_dtype=None,
+                     ignore_index: int | None = metrics.DEFAULT_IGNORE_INDEX) -> metrics.PerImageStatistics:
+    """Per-image statistics of the model's prediction on ``images``."""
+    prediction = predict(logits_fn, images, variables=variables, compute_dtype=compute_dtype)
+    return metrics.per_image_statistics(prediction, labels, num_classes, ignore_index)
+
+
+def _to_host(tree, valid: np.ndarray, axis: int = 0):
+    """Global (possibly sharded, multi-host) arrays → NumPy, keeping the ``valid`` images along ``axis``."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        tree = multihost_utils.process_allgather(tree, tiled=True)
+        valid = np.asarray(multihost_utils.process_allgather(valid, tiled=True))
+    return jax.tree_util.tree_map(lambda a: np.compress(valid, np.asarray(a), axis=axis), tree)
+
+
+def _scores(statistics: metrics.PerImageStatistics) -> dict:
+    return {k: float(v) for k, v in metrics.scores_from_statistics(statistics).items()}
+
+
+def evaluate(logits_fn: Callable, batches: Iterable[dict], *, variables=None, attack: str = "sea",
+             eps: Sequence[float] = (4 / 255,), norm: str = "linf", iterations: int | None = None,
+             step_size: float | None = None, seed: int = 0, class_weights=None, compute_dtype=None,
+             ignore_index: int | None = metrics.DEFAULT_IGNORE_INDEX, mesh=None,
+             progress: Callable[[int], None] | None = None) -> dict:
+    """Clean and robust aAcc/mIoU of a model over ``batches``, for each radius in ``eps``.
+
+    Args:
+      logits_fn: ``images -> logits`` or, with ``variables``, ``(variables, images) -> logits``
+        (e.g. ``jaxseg.attacks.logits_function(model)``).
+      batches: iterable of dicts (see the module docstring); keep one batch shape to compile once.
+      attack: one of ``ATTACKS``. eps: radii on the [0, 1] scale. norm: "linf" | "l2".
+      iterations: per component run (default ``DEFAULT_ITERATIONS[attack]``). step_size: PGD family's α.
+      seed: attack randomness and the worst-case search order. class_weights: (K,) for SEA's mask-ce-bal.
+      compute_dtype: e.g. "bfloat16" for the model; losses and projections stay float32.
+      mesh: optional ``jax.sharding.Mesh`` with a ``data`` axis: batches are sharded over it and the variables
+        replicated (batch sizes must divide the axis).
+      progress: called with the number of images of each finished batch.
+    Returns: ``{"attack", "norm", "iterations", "seed", "num_examples", "clean": {"aAcc", "mIoU"},
+      "robust": [{"eps", "eps_255", "aAcc", "mIoU", "components": {name: {"aAcc", "mIoU"}}}]}`` (fractions).
+    """
+    check_attack(attack)
+    radii = [float(e) for e in eps]
+    if not radii or any(not np.isfinite(e) or e < 0 for e in radii):
+        raise ValueError(f"eps must be a non-empty list of finite radii >= 0; got {list(eps)}")
+    iterations = DEFAULT_ITERATIONS[attack] if iterations is None else int(iterations)
+    if mesh is not None:
+        from jaxseg import parallel
+
+        variables = parallel.replicate(variables, mesh)
+    base_key = jax.random.PRNGKey(seed)
+    clean_parts, robust_parts = [], [[] for _ in radii]
+    count = 0
+    for index, batch in enumerate(batches):
+        images, labels = np.asarray(batch["image"], np.float32), np.asarray(batch["label"], np.int32)
+        valid = np.asarray(batch.get("valid", np.ones(images.shape[0], bool)), bool)
+        if mesh is not None:
+            from jaxseg import parallel
+
+            images, labels = parallel.shard_batch((images, labels), mesh)
+        for position, radius in enumerate(radii):
+            key = jax.random.fold_in(jax.random.fold_in(base_key, index), position)
+            _, stats = run_attack(attack, logits_fn, images, labels, key, eps=radius, norm=norm, iterations=iterations,
+                               variables=variables, step_size=step_size, class_weights=class_weights,
+                               compute_dtype=compute_dtype, ignore_index=ignore_index)
+            robust_parts[position].append(_to_host(stats, valid, axis=1))
+        num_classes = stats.intersection.shape[-1]
+        clean = clean_statistics(logits_fn, images, labels, num_classes, variables=variables,
+                                 compute_dtype=compute_dtype, ignore_index=ignore_index)
+        clean_parts.append(_to_host(clean, valid))
+        count += int(valid.sum())
+        if progress is not None:
+            progress(int(valid.sum()))
+    if count == 0:
+        raise ValueError("evaluate got no valid examples (empty batches or every example marked invalid)")
+    return _summarise(attack, norm, iterations, seed, radii, clean_parts, robust_parts, count)
+
+
+def _summarise(attack, norm, iterations, seed, radii, clean_parts, robust_parts, count) -> dict:
+    names = attack_components(attack)
+    robust = []
+    for radius, parts in zip(radii, robust_parts):
+        stacked = metrics.PerImageStatistics(*(np.concatenate(p, axis=1) for p in zip(*parts)))
+        components = {
+            name: _scores(metrics.PerImageStatistics(*(a[i] for a in stacked))) for i, name in enumerate(names)
+        }
+        worst = worst_case(stacked, seed=seed) if len(names) > 1 else components[names[0]]
+        robust.append({"eps": radius, "eps_255": radius * 255, "aAcc": float(worst["aAcc"]),
+                       "mIoU": float(worst["mIoU"]), "components": components})
+    return {
+        "attack": attack, "norm": norm, "iterations": iterations, "seed": seed, "num_examples": count,
+        "clean": _scores(metrics.concatenate_statistics(clean_parts)),
+        "robust": robust,
+    }
+
+
+def results_markdown(results: dict) -> str:
+    """A Markdown table of ``evaluate``'s results (percent, one row per radius and component)."""
+    radius_unit = "/255" if results["norm"] == "linf" else ""
+    lines = [
+        f"# Robust evaluation: {results['attack']} ({results['norm']}, {results['iterations']} iterations, "
+        f"{results['num_examples']} images)",
+        "",
+        "| eps | attack | aAcc (%) | mIoU (%) |",
+        "|---|---|---|---|",
+        f"| 0 | clean | {100 * results['clean']['aAcc']:.2f} | {100 * results['clean']['mIoU']:.2f} |",
+    ]
+    for row in results["robust"]:
+        eps = f"{row['eps_255']:g}{radius_unit}" if radius_unit else f"{row['eps']:g}"
+        lines.append(f"| {eps} | **{results['attack']} (worst case)** | {100 * row['aAcc']:.2f} | {100 * row['mIoU']:.2f} |")
+        if len(row["components"]) > 1:
+            for name, scores in row["components"].items():
+                lines.append(f"| {eps} | {name} | {100 * scores['aAcc']:.2f} | {100 * scores['mIoU']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: dict, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``results.md`` into ``out_dir`` (created if needed); returns both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, markdown_path = out_dir / "results.json", out_dir / "results.md"
+    json_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    markdown_path.write_text(results_markdown(results), encoding="utf-8")
+    return json_path, markdown_path
+
+
+def array_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, num_examples: int | None = None):
+    """Batches from in-memory arrays; the last batch is padded (``valid`` False) to keep one compiled shape.
+
+    images: (N, H, W, 3) float in [0, 1]; labels: (N, H, W) int.
+    """
+    images, labels = np.asarray(images, np.float32), np.asarray(labels, np.int32)
+    if images.ndim != 4 or labels.shape != images.shape[:3]:
+        raise ValueError(f"arrays must be images (N, H, W, 3) and labels (N, H, W); got {images.shape}, {labels.shape}")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1; got {batch_size}")
+    total = images.shape[0] if num_examples is None else min(int(num_examples), images.shape[0])
+    for start in range(0, total, batch_size):
+        index = np.arange(start, start + batch_size)
+        valid = index < total
+        index = np.minimum(index, total - 1)
+        yield {"image": images[index], "label": labels[index], "valid": valid, "index": index}
+
+
+def load_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) from an ``.npz`` with keys ``images`` (N, H, W, 3) float in [0, 1] and ``labels`` (N, H, W)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"array file {path} does not exist")
+    with np.load(path) as data:
+        missing = {"images", "labels"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path} must contain arrays 'images' and 'labels'; missing {sorted(missing)}")
+        return data["images"], data["labels"]
+
+
+def load_model(model: str, *, num_classes: int | None = None, random_init: bool = False, image_size: int = 64,
+               seed: int = 0, model_options: dict | None = None):
+    """``(module, variables, num_classes)`` from a checkpoint directory or, with ``random_init``, a registry name.
+
+    A directory is read with ``jaxseg.checkpoint.load_variables`` (its metadata names the model); a registry
+    name needs ``random_init=True`` and ``num_classes`` (smoke runs with untrained weights).
+    """
+    from jaxseg import models
+
+    path = Path(model)
+    if path.is_dir():
+        from jaxseg.checkpoint import load_variables
+
+        variables, metadata = load_variables(path)
+        options = {**metadata.get("options", {}), **(model_options or {})}
+        module = models.create_model(metadata["model"], int(metadata["num_classes"]), **options)
+        return module, variables, int(metadata["num_classes"])
+    if model not in models.list_models():
+        raise ValueError(f"--model {model!r} is neither a checkpoint directory nor a registered model "
+                         f"({', '.join(models.list_models())})")
+    if not random_init:
+        raise ValueError(f"model {model!r} has no weights: pass a checkpoint directory, or --random-init for a smoke run")
+    if num_classes is None:
+        raise ValueError("a randomly initialised model needs the number of classes")
+    module = models.create_model(model, int(num_classes), **(model_options or {}))
+    variables = models.init_variables(module, jax.random.PRNGKey(seed), (1, image_size, image_size, 3))
+    return module, variables, int(num_classes)

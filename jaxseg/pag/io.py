@@ -1,0 +1,136 @@
+"""Files and models for the ``generate`` / ``inpaint`` / ``saliency`` commands: PNG inputs, the model from a
+checkpoint (or randomly initialised for smoke runs), PNG figure grids and JSON results. Nothing here prints.
+
+Only NumPy and Pillow are imported at module level (the CLI declares its arguments from ``MODEL_ARGUMENTS``
+without importing JAX); JAX, the models and matplotlib are imported where used.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+MODEL_ARGUMENTS = (
+    (("--checkpoint",), dict(help="variables checkpoint or training workdir (jaxseg.checkpoint.load_variables)")),
+    (("--model",), dict(help="registered model name (with --random-init, for smoke runs)")),
+    (("--num-classes",), dict(type=int, help="number of classes K (with --model)")),
+    (("--random-init",), dict(action="store_true", help="use random weights instead of a checkpoint")),
+    (("--out",), dict(required=True, help="output directory for the PNG grid and the JSON of numbers")),
+    (("--seed",), dict(type=int, default=0, help="PRNG seed")),
+)
+
+
+def _open(path) -> Image.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    return Image.open(path)
+
+
+def read_image_png(path) -> np.ndarray:
+    """An RGB image file → float32 (1, H, W, 3) in [0, 1]."""
+    return (np.asarray(_open(path).convert("RGB"), np.float32) / 255.0)[None]
+
+
+def read_label_png(path) -> np.ndarray:
+    """A label-map PNG of class indices (mode L or P; pixel value = class, 255 = ignore) → int32 (1, H, W)."""
+    image = _open(path)
+    if image.mode not in ("L", "P", "I", "I;16"):
+        raise ValueError(f"{path}: a label map must be a single-channel PNG of class indices (mode L or P); "
+                         f"got mode {image.mode}")
+    return np.asarray(image, np.int64).astype(np.int32)[None]
+
+
+def read_mask_png(path) -> np.ndarray:
+    """A mask image (any mode; non-zero = inside) → bool (1, H, W)."""
+    return (np.asarray(_open(path).convert("L")) > 0)[None]
+
+
+def write_image_png(path, image: np.ndarray) -> None:
+    """Write (H, W, 3) float in [0, 1] as an 8-bit RGB PNG."""
+    Image.fromarray(np.round(np.clip(np.asarray(image), 0, 1) * 255).astype(np.uint8)).save(path)
+
+
+def load_model(*, checkpoint=None, model: str | None = None, num_classes: int | None = None,
+               random_init: bool = False, image_size: tuple[int, int] = (32, 32), seed: int = 0):
+    """``(logits_fn, variables, description)``: the model of a checkpoint (``load_variables`` +
+    ``create_model(metadata['model'], metadata['num_classes'], **metadata['options'])``), or with
+    ``random_init`` the registered ``model`` with K = ``num_classes`` and random weights (initialised for
+    ``image_size`` (H, W)). ``logits_fn`` is a hashable ``(variables, images) -> logits``."""
+    from jaxseg.attacks import ModelLogits
+    from jaxseg.models import create_model
+
+    if (checkpoint is None) == (not random_init):
+        raise ValueError("give either --checkpoint DIR or --random-init with --model NAME --num-classes K")
+    if checkpoint is not None:
+        from jaxseg.checkpoint import load_variables
+
+        variables, metadata = load_variables(checkpoint)
+        network = create_model(metadata["model"], int(metadata["num_classes"]), **metadata.get("options", {}))
+        return ModelLogits(network), variables, {"model": metadata["model"], "num_classes": int(metadata["num_classes"]),
+                                                 "checkpoint": str(checkpoint)}
+    if model is None or num_classes is None:
+        raise ValueError("--random-init needs --model NAME and --num-classes K")
+    network = create_model(model, int(num_classes))
+    variables = _random_variables(model, int(num_classes), tuple(int(s) for s in image_size), int(seed))
+    return ModelLogits(network), variables, {"model": model, "num_classes": int(num_classes), "random_init": True}
+
+
+@functools.lru_cache(maxsize=4)
+def _random_variables(model: str, num_classes: int, image_size: tuple[int, int], seed: int) -> dict:
+    """Random weights, cached per process so repeated smoke runs of one model initialise it once."""
+    import jax
+
+    from jaxseg.models import create_model, init_variables
+
+    return init_variables(create_model(model, num_classes), jax.random.key(seed), (1, *image_size, 3))
+
+
+def save_grid(path, panels: Sequence[tuple[str, np.ndarray]], num_classes: int) -> None:
+    """A row of titled panels as a PNG (matplotlib Agg): (H, W, 3) arrays are shown as RGB in [0, 1], (H, W)
+    int arrays as label maps (class colours 0..K-1), (H, W) float or bool arrays as heat maps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = len(panels)
+    figure, axes = plt.subplots(1, columns, figsize=(2.4 * columns, 2.6), squeeze=False)
+    for axis, (title, panel) in zip(axes[0], panels):
+        panel = np.asarray(panel)
+        if panel.ndim == 3:
+            axis.imshow(np.clip(panel, 0, 1), interpolation="nearest")
+        elif np.issubdtype(panel.dtype, np.integer):
+            axis.imshow(np.where(panel < num_classes, panel, -1), cmap="tab10" if num_classes <= 10 else "tab20",
+                        vmin=0, vmax=max(num_classes - 1, 1) if num_classes > 1 else 1, interpolation="nearest")
+        else:
+            axis.imshow(panel.astype(np.float32), cmap="magma", interpolation="nearest")
+        axis.set_title(title, fontsize=9)
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write_json(path, values: dict) -> None:
+    """Write ``values`` as indented JSON; NumPy/JAX scalars and arrays become numbers and lists, non-finite
+    floats become null."""
+
+    def plain(value):
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if hasattr(value, "tolist") and not isinstance(value, str):
+            return plain(np.asarray(value).tolist())
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    Path(path).write_text(json.dumps(plain(values), indent=2) + "\n", encoding="utf-8")

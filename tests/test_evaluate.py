@@ -1,0 +1,112 @@
+"""Robust evaluation: the library over batches of a small trained model, and the CLI on a saved .npz."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from attack_models import make_data, train_tiny_model
+from jaxseg import attacks, evaluate
+from jaxseg.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained():
+    model, variables = train_tiny_model()
+    return attacks.logits_function(model), variables
+
+
+def test_evaluate_sea_over_padded_batches(trained):
+    logits_fn, variables = trained
+    images, labels = make_data(seed=9, count=6)
+    seen = []
+    results = evaluate.evaluate(
+        logits_fn, evaluate.array_batches(images, labels, batch_size=4), variables=variables, attack="sea",
+        eps=(0.0, 4 / 255), iterations=6, progress=seen.append,
+    )
+    assert seen == [4, 2] and results["num_examples"] == 6
+    clean = results["clean"]
+    expected = (np.asarray(logits_fn(variables, images)).argmax(-1) == labels).mean()
+    assert clean["aAcc"] == pytest.approx(expected, abs=1e-6)
+    at_zero, at_four = results["robust"]
+    assert at_zero["aAcc"] == pytest.approx(clean["aAcc"]) and at_zero["mIoU"] == pytest.approx(clean["mIoU"])
+    assert list(at_four["components"]) == ["apgd-mask-ce-bal", "apgd-mask-ce", "apgd-js"]
+    assert at_four["aAcc"] < clean["aAcc"] and at_four["mIoU"] < clean["mIoU"]
+    for component in at_four["components"].values():
+        assert at_four["aAcc"] <= component["aAcc"] + 1e-6 and at_four["mIoU"] <= component["mIoU"] + 1e-6
+    table = evaluate.results_markdown(results)
+    assert "| 4/255 | **sea (worst case)** |" in table and "apgd-js" in table
+
+
+def test_evaluate_rejects_bad_arguments(trained):
+    logits_fn, variables = trained
+    images, labels = make_data(seed=9, count=2)
+    batches = list(evaluate.array_batches(images, labels, batch_size=2))
+    with pytest.raises(ValueError, match="unknown attack"):
+        evaluate.evaluate(logits_fn, batches, variables=variables, attack="fgsm")
+    with pytest.raises(ValueError, match="eps"):
+        evaluate.evaluate(logits_fn, batches, variables=variables, attack="pgd", eps=(-1.0,))
+    with pytest.raises(ValueError, match="no valid examples"):
+        evaluate.evaluate(logits_fn, [], variables=variables, attack="pgd")
+
+
+def test_worst_adversarial_picks_the_lowest_accuracy_component(trained):
+    logits_fn, variables = trained
+    images, labels = make_data(seed=4, count=2)
+    adversarial, statistics = evaluate.run_attack("padam", logits_fn, images, labels, jax.random.PRNGKey(0),
+                                                  eps=8 / 255, norm="linf", iterations=3, variables=variables)
+    assert adversarial.shape == (2,) + images.shape
+    chosen, choice = evaluate.worst_adversarial(adversarial, statistics)
+    accuracy = np.asarray(statistics.correct) / np.asarray(statistics.labelled)
+    for image in range(2):
+        assert accuracy[int(choice[image]), image] == accuracy[:, image].min()
+        np.testing.assert_array_equal(np.asarray(chosen[image]), np.asarray(adversarial[int(choice[image]), image]))
+
+
+def test_cli_evaluate_writes_results(tmp_path, capsys):
+    images, labels = make_data(seed=3, count=5, size=32, block=8)
+    arrays = tmp_path / "data.npz"
+    np.savez(arrays, images=images, labels=labels)
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--model", "upernet_convnext_atto", "--random-init", "--arrays", str(arrays),
+                 "--attack", "apgd", "--eps", "4/255,8/255", "--iterations", "2", "--batch-size", "2",
+                 "--num-examples", "3", "--out", str(out)])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["num_examples"] == 3 and [r["eps_255"] for r in results["robust"]] == pytest.approx([4, 8])
+    for row in results["robust"]:
+        assert 0 <= row["aAcc"] <= results["clean"]["aAcc"] + 1e-6
+        assert 0 <= row["mIoU"] <= results["clean"]["mIoU"] + 1e-6
+    assert "| 8/255 |" in (out / "results.md").read_text()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_input(tmp_path, capsys):
+    arrays = tmp_path / "bad.npz"
+    np.savez(arrays, pictures=np.zeros((1, 32, 32, 3)))
+    common = ["--model", "upernet_convnext_atto", "--random-init", "--out", str(tmp_path / "o")]
+    assert main(["evaluate", "--arrays", str(arrays), *common]) == 2
+    assert "must contain arrays 'images' and 'labels'" in capsys.readouterr().err
+    assert main(["evaluate", "--arrays", str(tmp_path / "missing.npz"), *common]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    images, labels = make_data(seed=1, count=1, size=32, block=8)
+    np.savez(arrays, images=images, labels=labels)
+    assert main(["evaluate", "--arrays", str(arrays), "--eps", "four", *common]) == 2
+    assert "--eps must be" in capsys.readouterr().err
+    assert main(["evaluate", "--arrays", str(arrays), "--model", "no_such_model", "--out", str(tmp_path)]) == 2
+    assert "neither a checkpoint directory nor a registered model" in capsys.readouterr().err
+
+
+def test_cli_attack_saves_adversarial_examples(tmp_path):
+    images, labels = make_data(seed=3, count=2, size=32, block=8)
+    arrays = tmp_path / "data.npz"
+    np.savez(arrays, images=images, labels=labels)
+    code = main(["attack", "--model", "upernet_convnext_atto", "--random-init", "--arrays", str(arrays),
+                 "--attack", "pgd", "--eps", "8/255", "--iterations", "1", "--batch-size", "2",
+                 "--out", str(tmp_path / "adv")])
+    assert code == 0
+    with np.load(tmp_path / "adv" / "adversarial.npz") as saved:
+        np.testing.assert_array_equal(saved["images"], images)
+        assert np.abs(saved["adversarial"] - images).max() <= 8 / 255 + 1e-6
+        assert saved["adversarial_prediction"].shape == labels.shape
