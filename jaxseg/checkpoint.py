@@ -43,6 +43,51 @@ def save_variables(directory: str | Path, variables: dict, metadata: dict) -> Pa
     return directory
 
 
+def _key_name(key) -> str:
+    for attribute in ("key", "name", "idx"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def leaf_shapes(tree) -> dict[str, tuple[int, ...]]:
+    """``{'params/backbone/stem/conv/kernel': shape, ...}`` for arrays, shape structs or Orbax array metadata."""
+    return {
+        "/".join(_key_name(k) for k in path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+        if hasattr(leaf, "shape")
+    }
+
+
+def variable_mismatches(saved, expected, prefixes: tuple[str, ...] = ("params/", "batch_stats/")) -> list[str]:
+    """Differences between the model variables of a checkpoint and those a model expects.
+
+    Compares the leaves of ``saved`` and ``expected`` under ``prefixes`` by name and shape; returns one line
+    per difference ('missing from the checkpoint: ...', 'not in the model: ...', '...: checkpoint (a, b) vs
+    model (c, d)'), empty when they match.
+    """
+    saved_shapes = {k: v for k, v in leaf_shapes(saved).items() if k.startswith(prefixes)}
+    expected_shapes = {k: v for k, v in leaf_shapes(expected).items() if k.startswith(prefixes)}
+    lines = [f"missing from the checkpoint: {k}" for k in sorted(expected_shapes.keys() - saved_shapes.keys())]
+    lines += [f"not in the model: {k}" for k in sorted(saved_shapes.keys() - expected_shapes.keys())]
+    lines += [
+        f"{k}: checkpoint {saved_shapes[k]} vs model {expected_shapes[k]}"
+        for k in sorted(saved_shapes.keys() & expected_shapes.keys())
+        if saved_shapes[k] != expected_shapes[k]
+    ]
+    return lines
+
+
+def raise_on_mismatch(source, saved, expected) -> None:
+    """``ValueError`` listing the mismatched parameters (at most 20 lines) if ``saved`` and ``expected`` differ."""
+    lines = variable_mismatches(saved, expected)
+    if lines:
+        shown = "\n  ".join(lines[:20]) + (f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else "")
+        raise ValueError(
+            f"checkpoint {source} was saved from a different model ({len(lines)} mismatched parameters):\n  {shown}"
+        )
+
+
 def _json_default(value):
     if isinstance(value, (np.generic,)):
         return value.item()
@@ -89,8 +134,7 @@ def load_variables(directory: str | Path, target=None, shardings=None) -> tuple[
                 target,
                 *(() if shardings is None else (shardings,)),
             )
-            try:
-                variables = checkpointer.restore(directory / VARIABLES_DIR, abstract)
-            except (ValueError, KeyError) as error:
-                raise ValueError(f"checkpoint {directory} does not match the expected variables: {error}") from error
+            saved = checkpointer.metadata(directory / VARIABLES_DIR)
+            raise_on_mismatch(directory, getattr(saved, "item_metadata", saved), abstract)
+            variables = checkpointer.restore(directory / VARIABLES_DIR, abstract)
     return dict(variables), metadata

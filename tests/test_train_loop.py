@@ -1,6 +1,7 @@
 """The training driver end to end on a tiny synthetic_shapes: resume = uninterrupted, SIGTERM, best checkpoint,
 PIR-AT initialisation, evaluation logs, and a two-process jax.distributed run on localhost."""
 
+import errno
 import json
 import os
 import signal
@@ -30,8 +31,11 @@ def data_dir(tmp_path_factory):
     return str(directory)
 
 
-def quick_config(data_dir, *overrides):
-    return load_config("synthetic:pgd-at,quick", [
+def quick_config(data_dir, *overrides, recipe="pgd-at"):
+    """A 4-step run on 32 px crops; ``recipe='clean'`` (no robust evaluation) where the attack is beside the point."""
+    if recipe == "clean":
+        overrides = ("train.robust_eval_iterations=0", *overrides)
+    return load_config(f"synthetic:{recipe},quick", [
         f"data.name={DATASET}", f"data.data_dir={data_dir}", "train.steps=4", "train.checkpoint_every=2",
         "train.eval_every=2", "train.eval_examples=8", *overrides,
     ])
@@ -75,9 +79,9 @@ def test_resumed_run_after_sigterm_matches_uninterrupted_run(data_dir, tmp_path)
 
 
 def test_restore_onto_a_different_device_count(data_dir, tmp_path):
-    config = quick_config(data_dir, "train.steps=2", "mesh.data=8")
+    config = quick_config(data_dir, "train.steps=2", "mesh.data=8", recipe="clean")
     train(config, tmp_path / "run")
-    resumed = train(quick_config(data_dir, "train.steps=3", "mesh.data=2", "mesh.model=4"), tmp_path / "run")
+    resumed = train(quick_config(data_dir, "train.steps=3", "mesh.data=2", "mesh.model=4", recipe="clean"), tmp_path / "run")
     assert resumed["status"] == "completed" and resumed["step"] == 3
 
 
@@ -126,6 +130,40 @@ def test_two_process_distributed_run_on_localhost(data_dir, tmp_path):
     outputs = [p.communicate(timeout=600) for p in processes]
     for process, (out, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-3000:]
-    summary = json.loads(outputs[0][0])
+    stdout = outputs[0][0]  # the summary JSON, possibly beside lines the collectives library prints
+    summary, _ = json.JSONDecoder().raw_decode(stdout[stdout.index("{"):])
     assert summary["status"] == "completed" and summary["step"] == 2
     assert (Path(tmp_path) / "run" / "checkpoints" / "2").exists()
+
+
+def test_bad_workdirs_and_foreign_checkpoints_give_clear_errors(data_dir, tmp_path, monkeypatch):
+    config = quick_config(data_dir, "train.steps=2", "train.checkpoint_every=1", "train.eval_every=100", recipe="clean")
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    with pytest.raises(OSError, match="not writable"):
+        train(config, not_a_directory / "run")
+
+    # A full disk at step 2: a clear error naming the intact earlier checkpoint, which then resumes.
+    from jaxseg.train import checkpoints as checkpoints_module
+
+    original_save = checkpoints_module.ocp.CheckpointManager.save
+
+    def save_fails_at_step_two(manager, step, *args, **kwargs):
+        if step == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original_save(manager, step, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints_module.ocp.CheckpointManager, "save", save_fails_at_step_two)
+    with pytest.raises(checkpoints_module.CheckpointWriteError, match=r"step 2 .*No space left.*steps \[1\]"):
+        train(config, tmp_path / "run")
+    monkeypatch.setattr(checkpoints_module.ocp.CheckpointManager, "save", original_save)
+    assert load_variables(tmp_path / "run")[1]["step"] == 1
+    assert train(config, tmp_path / "run")["step"] == 2
+
+    # Resuming a run of another model, or loading its variables into another model, lists the differences.
+    femto = quick_config(data_dir, "train.steps=3", "model.name=upernet_convnext_femto", recipe="clean")
+    with pytest.raises(ValueError, match=r"(?s)different model \(\d+ mismatched parameters\).*params/backbone/.*checkpoint \(\d+,\) vs model"):
+        train(femto, tmp_path / "run")
+    target = init_variables(create_model("upernet_convnext_femto", 6), jax.random.key(0), (1, 32, 32, 3))
+    with pytest.raises(ValueError, match=r"checkpoint (.|\n)*: checkpoint \(\d+,?\) vs model"):
+        load_variables(tmp_path / "run", target=target)

@@ -13,14 +13,19 @@ may come from a different mesh than the one that saved it.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
 
-from jaxseg.checkpoint import TRAIN_CHECKPOINTS_DIR
+from jaxseg.checkpoint import TRAIN_CHECKPOINTS_DIR, raise_on_mismatch
 
 BEST_DIR = "best"
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the message says which earlier checkpoints remain."""
 
 
 def _data_save(iterator):
@@ -71,21 +76,43 @@ class TrainingCheckpoints:
         return ocp.args.Composite(**items)
 
     def save(self, step: int, state, data_iterator=None, config=None, force: bool = False) -> bool:
-        """Start an asynchronous save of ``state`` (and the iterator position) at ``step``."""
-        return self.latest.save(step, args=self._save_args(state, data_iterator, config), force=force)
+        """Start an asynchronous save of ``state`` (and the iterator position) at ``step``.
+
+        A failed write (full disk, lost permissions; here or in the previous asynchronous save) raises
+        ``CheckpointWriteError``; the earlier complete checkpoints stay untouched.
+        """
+        with self._reporting_write_errors(step):
+            return self.latest.save(step, args=self._save_args(state, data_iterator, config), force=force)
+
+    @contextlib.contextmanager
+    def _reporting_write_errors(self, step):
+        try:
+            yield
+        except OSError as error:
+            complete = [s for s in self.latest.all_steps(read=True) if s != step]
+            raise CheckpointWriteError(
+                f"could not write the checkpoint of step {step} in {self.latest.directory}: {error}. "
+                f"The earlier checkpoints (steps {complete or 'none'}) are intact; free space or fix the "
+                f"directory's permissions and rerun to resume from the latest one."
+            ) from error
 
     def save_best(self, step: int, state, config, step_metrics: dict) -> bool:
         """Save if ``step_metrics[best_metric]`` beats the best so far (Orbax keeps only the best one)."""
         if self.best is None or self.best_metric not in step_metrics:
             return False
         metrics = {self.best_metric: float(step_metrics[self.best_metric])}
-        return self.best.save(step, args=self._save_args(state, None, config), metrics=metrics, force=True)
+        with self._reporting_write_errors(step):
+            return self.best.save(step, args=self._save_args(state, None, config), metrics=metrics, force=True)
 
     def restore(self, abstract_state, data_iterator=None, step: int | None = None):
         """Restore the state (onto the shardings in ``abstract_state``) and, if given, the iterator position."""
         step = self.latest.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.latest.directory}")
+        state_directory = Path(self.latest.directory) / str(step) / "state"
+        with ocp.StandardCheckpointer() as checkpointer:
+            saved = checkpointer.metadata(state_directory)
+        raise_on_mismatch(state_directory.parent, getattr(saved, "item_metadata", saved), abstract_state)
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
             items["data"] = _data_restore(data_iterator)
@@ -93,7 +120,8 @@ class TrainingCheckpoints:
         return restored["state"]
 
     def wait(self) -> None:
-        self.latest.wait_until_finished()
+        with self._reporting_write_errors(self.latest.latest_step()):
+            self.latest.wait_until_finished()
         if self.best is not None:
             self.best.wait_until_finished()
 
@@ -120,9 +148,7 @@ def load_training_variables(workdir: str | Path, target=None, shardings=None, be
         manager.close()
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     if target is not None:
-        structure = jax.tree_util.tree_structure(target)
-        if jax.tree_util.tree_structure(variables) != structure:
-            raise ValueError(f"checkpoint {workdir} does not match the expected variables structure")
+        raise_on_mismatch(workdir, variables, target)
         if shardings is not None:
             variables = jax.device_put(variables, shardings)
     model = config["model"]

@@ -125,15 +125,32 @@ class _MetricWriter:
             self.tensorboard.close()
 
 
-def evaluate_subset(model, variables, config, mesh, key, robust: bool = True) -> dict:
-    """Clean and (optionally) APGD-CE robust aAcc/mIoU on the first ``train.eval_examples`` validation images."""
-    data_config = config.data
-    num_classes = int(config.model.num_classes)
-    iterations = int(config.train.robust_eval_iterations) if robust else 0
-    eval_step = jax.jit(
-        make_eval_step(model, num_classes, robust_eps=float(config.attack.eps), robust_norm=config.attack.norm,
-                       robust_iterations=iterations)
+def writable_directory(path: str | Path) -> Path:
+    """Create ``path`` if needed and check that files can be written there; a clear ``OSError`` if not."""
+    path = Path(path).resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{jax.process_index()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OSError(f"the work directory {path} is not writable: {error}; choose another --workdir") from error
+    return path
+
+
+def compiled_eval_step(model, config):
+    """The jitted evaluation step of a run: clean and, if ``train.robust_eval_iterations`` > 0, APGD-CE
+    confusion matrices at ``attack.eps``. Built once per run so repeated evaluations reuse one compilation."""
+    return jax.jit(
+        make_eval_step(model, int(config.model.num_classes), robust_eps=float(config.attack.eps),
+                       robust_norm=config.attack.norm, robust_iterations=int(config.train.robust_eval_iterations))
     )
+
+
+def evaluate_subset(eval_step, variables, config, mesh, key) -> dict:
+    """Clean and robust aAcc/mIoU of ``eval_step`` (``compiled_eval_step``) on the first ``train.eval_examples``
+    validation images."""
+    data_config = config.data
     host_batch = parallel.host_batch_size(int(config.evaluate.batch_size), mesh)
     totals: dict[str, np.ndarray] = {}
     batches = datasets.eval_batches(
@@ -162,8 +179,7 @@ def train(config, workdir: str | Path, on_step: Callable[[int, dict], None] | No
     The summary has ``status`` ('completed' or 'preempted'), ``step``, ``steps_per_second`` and the last
     evaluation. ``on_step(step, values)`` is called after every logged step and evaluation (for progress bars).
     """
-    workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = writable_directory(workdir)
     if jax.process_index() == 0:
         save_config(config, workdir / "config.json")
     mesh = parallel.mesh_from_config(config.mesh)
@@ -197,6 +213,7 @@ def train(config, workdir: str | Path, on_step: Callable[[int, dict], None] | No
         state = checkpoints.restore(abstract, iterator)
 
     train_step = jax.jit(make_train_step(model, optimizer, config), donate_argnums=0, out_shardings=(state_shardings, None))
+    eval_step = compiled_eval_step(model, config)
     writer = _MetricWriter(workdir)
     total_steps = int(config.train.steps)
     step = int(state.step)
@@ -217,7 +234,7 @@ def train(config, workdir: str | Path, on_step: Callable[[int, dict], None] | No
                     if on_step:
                         on_step(step, values)
                 if step % int(config.train.eval_every) == 0 or step == total_steps:
-                    last_eval = evaluate_subset(model, state.variables, config, mesh, jax.random.fold_in(eval_key, step))
+                    last_eval = evaluate_subset(eval_step, state.variables, config, mesh, jax.random.fold_in(eval_key, step))
                     writer.write(step, last_eval)
                     if on_step:
                         on_step(step, last_eval)
@@ -225,7 +242,8 @@ def train(config, workdir: str | Path, on_step: Callable[[int, dict], None] | No
                 if step % int(config.train.checkpoint_every) == 0 or step == total_steps:
                     checkpoints.save(step, state, iterator, config)
                 if preemption.requested:
-                    checkpoints.save(step, state, iterator, config, force=True)
+                    if checkpoints.latest_step() != step:
+                        checkpoints.save(step, state, iterator, config, force=True)
                     status = "preempted"
                     break
     finally:
