@@ -1,18 +1,139 @@
 """Building blocks shared by the backbones and heads.
 
 All modules take NHWC inputs. Convolution kernels are HWIO, as Flax stores them; the PyTorch converters
-transpose OIHW into this layout.
+transpose OIHW into this layout. Every dense (ungrouped) convolution is built with ``Conv``, whose gradients
+stay fast inside XLA:CPU loops (see ``conv_general_dilated``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import functools
+from typing import Literal, Sequence
 
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
 DepthwiseImplementation = Literal["auto", "shift", "conv"]
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
+
+
+def conv_general_dilated(
+    lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding, lhs_dilation=None, rhs_dilation=None,
+    dimension_numbers=None, feature_group_count: int = 1, batch_group_count: int = 1, precision=None,
+    preferred_element_type=None, out_sharding=None,
+) -> jax.Array:
+    """``jax.lax.conv_general_dilated`` (same signature and values) with gradients that are fast in XLA:CPU loops.
+
+    JAX differentiates a convolution into convolutions with permuted dimension numbers (input gradient: the
+    kernel's I/O roles swapped; kernel gradient: the batch axis contracted). At the top level of a program
+    XLA:CPU turns them into its fast convolution, but inside a ``lax.while_loop``/``fori_loop`` body it runs a
+    generic path: the input gradient 2-6x and the kernel gradient 20-30x slower (benchmarks/RESULTS.md,
+    "Attacks"). Every attack, and PGD inside adversarial training, is such a loop. On CPU, the 2-D NHWC/HWIO
+    convolutions without groups or input dilation (all of this package's dense convolutions, any stride,
+    padding and kernel dilation) get a ``custom_vjp`` whose two gradients are explicit NHWC/HWIO convolutions
+    of transposed operands (``_input_gradient``, ``_kernel_gradient``); anything else is passed to lax
+    unchanged. Reverse mode only: the fast path has no forward-mode (``jvp``) rule.
+    """
+    if _has_fast_gradient(lhs, rhs, lhs_dilation, dimension_numbers, feature_group_count, batch_group_count,
+                          out_sharding):
+        strides = tuple(window_strides)
+        dilation = tuple(rhs_dilation or (1, 1))
+        return _conv_nhwc(lhs, rhs, strides, _explicit_padding(padding, lhs, rhs, strides, dilation), dilation,
+                          precision, preferred_element_type)
+    return jax.lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
+        batch_group_count, precision, preferred_element_type, out_sharding=out_sharding,
+    )
+
+
+def Conv(*args, **kwargs) -> nn.Conv:  # noqa: N802  (stands in for the nn.Conv class)
+    """``flax.linen.Conv`` with the same arguments, parameters and names, computed by ``conv_general_dilated``."""
+    return nn.Conv(*args, conv_general_dilated=conv_general_dilated, **kwargs)
+
+
+def _has_fast_gradient(lhs, rhs, lhs_dilation, dimension_numbers, feature_group_count, batch_group_count,
+                       out_sharding) -> bool:
+    """Whether the backend is the CPU (GPU/TPU compilers handle JAX's rules natively, and a kernel gradient
+    written as a convolution with an (H', W') "kernel" may be slow there) and the convolution is 2-D
+    NHWC/HWIO, ungrouped, without input dilation or output sharding."""
+    if jax.default_backend() != "cpu":
+        return False
+    if lhs.ndim != 4 or feature_group_count != 1 or batch_group_count != 1 or out_sharding is not None:
+        return False
+    if lhs_dilation is not None and tuple(lhs_dilation) != (1, 1):
+        return False
+    spec = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    return spec == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC_HWIO)
+
+
+def _explicit_padding(padding, lhs: jax.Array, rhs: jax.Array, strides: tuple[int, int],
+                      dilation: tuple[int, int]) -> Pads:
+    """``padding`` ('SAME', 'VALID', ... or (low, high) pairs) as ((top, bottom), (left, right))."""
+    if isinstance(padding, str):
+        window = [d * (k - 1) + 1 for k, d in zip(rhs.shape[:2], dilation)]
+        padding = jax.lax.padtype_to_pads(lhs.shape[1:3], window, strides, padding)
+    return tuple((int(low), int(high)) for low, high in padding)
+
+
+def _lax_conv(lhs: jax.Array, rhs: jax.Array, strides, pads, dilation, precision, preferred_element_type,
+              lhs_dilation=(1, 1)) -> jax.Array:
+    """NHWC x HWIO → NHWC convolution."""
+    return jax.lax.conv_general_dilated(
+        lhs, rhs, strides, pads, lhs_dilation, dilation, NHWC_HWIO, precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _conv_nhwc(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads, dilation: tuple[int, int],
+               precision, preferred_element_type) -> jax.Array:
+    """x (B, H, W, I) * kernel (KH, KW, I, O) → (B, H', W', O), with ``_input_gradient``/``_kernel_gradient``."""
+    return _lax_conv(x, kernel, strides, pads, dilation, precision, preferred_element_type)
+
+
+def _conv_nhwc_forward(x, kernel, strides, pads, dilation, precision, preferred_element_type):
+    return _lax_conv(x, kernel, strides, pads, dilation, precision, preferred_element_type), (x, kernel)
+
+
+def _conv_nhwc_backward(strides, pads, dilation, precision, preferred_element_type, residuals, g):
+    del preferred_element_type  # the gradients are computed in g's dtype, then cast to the operands' dtypes
+    x, kernel = residuals
+    return (
+        _input_gradient(g, x.shape, kernel, strides, pads, dilation, precision).astype(x.dtype),
+        _kernel_gradient(g, x, kernel.shape, strides, pads, dilation, precision).astype(kernel.dtype),
+    )
+
+
+_conv_nhwc.defvjp(_conv_nhwc_forward, _conv_nhwc_backward)
+
+
+def _input_gradient(g: jax.Array, x_shape, kernel: jax.Array, strides, pads: Pads, dilation, precision) -> jax.Array:
+    """d(loss)/dx (B, H, W, I) from g (B, H', W', O): the transposed convolution, written as a forward one.
+
+    g, zero-dilated by the stride (``lhs_dilation``), convolved with the kernel flipped in space and with its
+    I/O axes swapped: (KH, KW, O, I). Edge padding d(k-1) - low on the low side and d(k-1) - high + r on the
+    high side, r = the input rows/columns the strided forward convolution never reached (may be negative).
+    """
+    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3).astype(g.dtype)
+    edges = []
+    for size, k, stride, d, (low, high) in zip(x_shape[1:3], kernel.shape[:2], strides, dilation, pads):
+        span = d * (k - 1)
+        unreached = (size + low + high - span - 1) % stride
+        edges.append((span - low, span - high + unreached))
+    return _lax_conv(g, flipped, (1, 1), edges, dilation, precision, None, lhs_dilation=strides)
+
+
+def _kernel_gradient(g: jax.Array, x: jax.Array, kernel_shape, strides, pads: Pads, dilation,
+                     precision) -> jax.Array:
+    """d(loss)/dkernel (KH, KW, I, O): x as (I, H, W, B) convolved with g as (H', W', B, O), summing over the
+    batch; window stride = kernel dilation, kernel dilation = stride. Output (I, >=KH, >=KW, O), cropped."""
+    lhs = x.transpose(3, 1, 2, 0).astype(g.dtype)
+    rhs = g.transpose(1, 2, 0, 3)
+    out = _lax_conv(lhs, rhs, dilation, pads, strides, precision, None)
+    return out[:, : kernel_shape[0], : kernel_shape[1]].transpose(1, 2, 0, 3)
 
 
 def resolve_depthwise(implementation: DepthwiseImplementation) -> str:
@@ -92,7 +213,7 @@ class ConvNormAct(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         pad = self.kernel_size // 2
-        x = nn.Conv(
+        x = Conv(
             self.features, (self.kernel_size, self.kernel_size), padding=[(pad, pad), (pad, pad)],
             use_bias=False, dtype=self.dtype, name="conv",
         )(x)

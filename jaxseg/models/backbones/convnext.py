@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxseg.models.layers import DepthwiseConv, DepthwiseImplementation, DropPath
+from jaxseg.models.layers import Conv, DepthwiseConv, DepthwiseImplementation, DropPath
 
 CONVNEXT_SIZES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     # name: (depths, dims), as in timm.
@@ -66,10 +66,10 @@ class ConvStem(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Conv(self.dim // 2, (3, 3), (2, 2), padding=[(1, 1), (1, 1)], dtype=self.dtype, name="conv1")(x)
+        x = Conv(self.dim // 2, (3, 3), (2, 2), padding=[(1, 1), (1, 1)], dtype=self.dtype, name="conv1")(x)
         x = nn.LayerNorm(LAYER_NORM_EPS, dtype=self.dtype, name="norm1")(x)
         x = nn.gelu(x, approximate=False)
-        x = nn.Conv(self.dim, (3, 3), (2, 2), padding=[(1, 1), (1, 1)], dtype=self.dtype, name="conv2")(x)
+        x = Conv(self.dim, (3, 3), (2, 2), padding=[(1, 1), (1, 1)], dtype=self.dtype, name="conv2")(x)
         x = nn.LayerNorm(LAYER_NORM_EPS, dtype=self.dtype, name="norm2")(x)
         return nn.gelu(x, approximate=False)
 
@@ -82,7 +82,7 @@ class PatchifyStem(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Conv(self.dim, (4, 4), (4, 4), padding="VALID", dtype=self.dtype, name="conv")(x)
+        x = Conv(self.dim, (4, 4), (4, 4), padding="VALID", dtype=self.dtype, name="conv")(x)
         return nn.LayerNorm(LAYER_NORM_EPS, dtype=self.dtype, name="norm")(x)
 
 
@@ -123,7 +123,7 @@ class ConvNeXt(nn.Module):
         for stage, (depth, dim) in enumerate(zip(self.depths, self.dims)):
             if stage > 0:
                 x = nn.LayerNorm(LAYER_NORM_EPS, dtype=self.dtype, name=f"downsample{stage}_norm")(x)
-                x = nn.Conv(dim, (2, 2), (2, 2), padding="VALID", dtype=self.dtype, name=f"downsample{stage}_conv")(x)
+                x = Conv(dim, (2, 2), (2, 2), padding="VALID", dtype=self.dtype, name=f"downsample{stage}_conv")(x)
             for block in range(depth):
                 x = ConvNeXtBlock(
                     dim, rates[block_index], self.layer_scale_init, self.depthwise, self.dtype,

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from jaxseg.models.layers import Conv
+
 RESNET50_DEPTHS = (3, 4, 6, 3)
 BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)  # PyTorch's BatchNorm2d defaults (momentum 0.1).
 
@@ -40,18 +42,18 @@ class Bottleneck(nn.Module):
             return nn.BatchNorm(use_running_average=not train, dtype=self.dtype, name=name, **BATCH_NORM)
 
         shortcut = x
-        y = nn.Conv(self.width, (1, 1), use_bias=False, dtype=self.dtype, name="conv1")(x)
+        y = Conv(self.width, (1, 1), use_bias=False, dtype=self.dtype, name="conv1")(x)
         y = nn.relu(batch_norm("bn1")(y))
         pad = self.dilation
-        y = nn.Conv(
+        y = Conv(
             self.width, (3, 3), (self.stride, self.stride), padding=[(pad, pad), (pad, pad)],
             kernel_dilation=(self.dilation, self.dilation), use_bias=False, dtype=self.dtype, name="conv2",
         )(y)
         y = nn.relu(batch_norm("bn2")(y))
-        y = nn.Conv(4 * self.width, (1, 1), use_bias=False, dtype=self.dtype, name="conv3")(y)
+        y = Conv(4 * self.width, (1, 1), use_bias=False, dtype=self.dtype, name="conv3")(y)
         y = batch_norm("bn3")(y)
         if self.project:
-            shortcut = nn.Conv(
+            shortcut = Conv(
                 4 * self.width, (1, 1), (self.stride, self.stride), padding="VALID", use_bias=False,
                 dtype=self.dtype, name="downsample_conv",
             )(x)
@@ -75,7 +77,7 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
-        x = nn.Conv(64, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False, dtype=self.dtype, name="conv1")(x)
+        x = Conv(64, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False, dtype=self.dtype, name="conv1")(x)
         x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype, name="bn1", **BATCH_NORM)(x)
         x = nn.max_pool(nn.relu(x), (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
         strides = (1, 2, 1, 1) if self.dilated else (1, 2, 2, 2)

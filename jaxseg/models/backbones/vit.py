@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxseg.models.layers import DropPath, resize_bilinear
+from jaxseg.models.layers import Conv, DropPath, resize_bilinear
 
 
 class Attention(nn.Module):
@@ -106,7 +106,7 @@ class VisionTransformer(nn.Module):
                 f"ViT input height and width must be multiples of the patch size {self.patch_size}; "
                 f"got {height}x{width}"
             )
-        x = nn.Conv(
+        x = Conv(
             self.dim, (self.patch_size, self.patch_size), (self.patch_size, self.patch_size), padding="VALID",
             dtype=self.dtype, name="patch_embed",
         )(x)

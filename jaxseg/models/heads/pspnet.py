@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from jaxseg.models.heads.upernet import PyramidPoolingModule
-from jaxseg.models.layers import ConvNormAct
+from jaxseg.models.layers import Conv, ConvNormAct
 
 
 class PSPHead(nn.Module):
@@ -43,4 +43,4 @@ class PSPHead(nn.Module):
         pyramid = PyramidPoolingModule(self.pool_scales, branch_channels, self.dtype, name="psp_modules")(last, train)
         x = ConvNormAct(self.channels, 3, self.dtype, name="bottleneck")(jnp.concatenate([last] + pyramid, -1), train)
         x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
-        return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
+        return Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxseg.models.layers import ConvNormAct, resize_bilinear
+from jaxseg.models.layers import Conv, ConvNormAct, resize_bilinear
 
 
 def adaptive_average_pool(x: jax.Array, output_size: int) -> jax.Array:
@@ -87,7 +87,7 @@ class UPerHead(nn.Module):
         fused = ConvNormAct(self.channels, 3, self.dtype, name="fpn_bottleneck")(fused, train)
         # Dropout2d: whole channels are dropped.
         fused = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(fused)
-        return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(fused)
+        return Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(fused)
 
 
 class FCNHead(nn.Module):
@@ -102,4 +102,4 @@ class FCNHead(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = ConvNormAct(self.channels, 3, self.dtype, name="convs0")(x, train)
         x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
-        return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
+        return Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
