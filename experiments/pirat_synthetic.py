@@ -60,10 +60,12 @@ def pretrain_robust_classifier(dataset: str, data_dir: str, out: Path, steps: in
 
     @jax.jit
     def step(state, images, targets, key):
-        def logits_fn(x):  # a classifier seen as a 1x1 "segmentation": (B, 1, 1, K)
-            return model.apply(state.variables, x, train=False)[:, None, None, :]
+        def logits_fn(x):  # a classifier seen as a constant segmentation: (B, H, W, K); its mean CE is the image CE
+            logits = model.apply(state.variables, x, train=False)
+            return jnp.broadcast_to(logits[:, None, None, :], (*x.shape[:3], logits.shape[-1]))
 
-        adversarial = pgd(logits_fn, images, targets[:, None, None], key, eps=4 / 255, step_size=0.01,
+        pixel_targets = jnp.broadcast_to(targets[:, None, None], images.shape[:3])
+        adversarial = pgd(logits_fn, images, pixel_targets, key, eps=4 / 255, step_size=0.01,
                           iterations=2, random_start=False, keep="last").adversarial
 
         def loss_fn(params):
@@ -84,7 +86,11 @@ def pretrain_robust_classifier(dataset: str, data_dir: str, out: Path, steps: in
         state, loss, accuracy = step(state, images[chosen], targets[chosen], jax.random.key(index))
     save_variables(out, state.variables, {"model": "convnext_atto", "num_classes": NUM_CLASSES,
                                           "source": "experiments/pirat_synthetic.py robust pre-training"})
-    return {"final_loss": float(loss), "final_adversarial_accuracy": float(accuracy)}
+    val_images, val_labels = datasets.load_split_arrays(dataset, "validation", data_dir=data_dir, protocol="standard",
+                                                        image_size=image_size)
+    predictions = jnp.argmax(model.apply(state.variables, jnp.asarray(val_images), train=False), -1)
+    return {"final_loss": float(loss), "final_adversarial_batch_accuracy": float(accuracy),
+            "validation_clean_accuracy": float(jnp.mean(predictions == dominant_class(val_labels, NUM_CLASSES)))}
 
 
 def evaluate_robustness(workdir: Path, dataset: str, data_dir: str, image_size: int, num_examples: int,
@@ -128,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/pirat_synthetic")
     parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--pretrain-steps", type=int, default=300)
+    parser.add_argument("--pretrain-steps", type=int, default=1500)
     parser.add_argument("--segmentation-steps", type=int, default=200)
     parser.add_argument("--eval-examples", type=int, default=64)
     parser.add_argument("--attack-iterations", type=int, default=50)
@@ -157,7 +163,8 @@ def main() -> None:
             "train.eval_every=100000", f"train.checkpoint_every={args.segmentation_steps}",
         ])
         started = time.perf_counter()
-        train(config, run)
+        if train(config, run)["status"] != "completed":
+            raise SystemExit(f"{name}: training was pre-empted; rerun the same command to resume")
         timings[f"{name} training_s"] = time.perf_counter() - started
         results[name] = evaluate_robustness(run, dataset, data_dir, args.image_size, args.eval_examples,
                                             args.attack_iterations, radii)

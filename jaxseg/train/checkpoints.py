@@ -89,6 +89,8 @@ class TrainingCheckpoints:
         try:
             yield
         except OSError as error:
+            with contextlib.suppress(Exception):  # let earlier asynchronous saves finish before listing them
+                self.latest.wait_until_finished()
             complete = [s for s in self.latest.all_steps(read=True) if s != step]
             raise CheckpointWriteError(
                 f"could not write the checkpoint of step {step} in {self.latest.directory}: {error}. "
