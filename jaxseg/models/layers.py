@@ -30,7 +30,7 @@ def conv_general_dilated(
     JAX differentiates a convolution into convolutions with permuted dimension numbers (input gradient: the
     kernel's I/O roles swapped; kernel gradient: the batch axis contracted). At the top level of a program
     XLA:CPU turns them into its fast convolution, but inside a ``lax.while_loop``/``fori_loop`` body it runs a
-    generic path: the input gradient 2-6x and the kernel gradient 20-30x slower (benchmarks/RESULTS.md,
+    generic path: the input gradient 3-6x and the kernel gradient 10-40x slower (benchmarks/RESULTS.md,
     "Attacks"). Every attack, and PGD inside adversarial training, is such a loop. On CPU, the 2-D NHWC/HWIO
     convolutions without groups or input dilation (all of this package's dense convolutions, any stride,
     padding and kernel dilation) get a ``custom_vjp`` whose two gradients are explicit NHWC/HWIO convolutions
