@@ -117,6 +117,14 @@ def config_from_json(path: str | Path) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(tuples(json.loads(Path(path).read_text(encoding="utf-8"))))
 
 
+MODEL_OPTION_FIELDS = ("drop_path_rate", "normalize", "dtype", "depthwise")
+
+
+def model_options(model_section) -> dict:
+    """The ``create_model`` options set in a ``config.model`` section (a ConfigDict or its saved JSON dict)."""
+    return {k: model_section[k] for k in MODEL_OPTION_FIELDS if k in model_section}
+
+
 def default_config() -> ml_collections.ConfigDict:
     """Every field a run reads, with defaults; ``configs/*.py`` start from this and change what differs.
 

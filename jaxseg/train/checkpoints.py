@@ -20,6 +20,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from jaxseg.checkpoint import TRAIN_CHECKPOINTS_DIR, raise_on_mismatch
+from jaxseg.config import model_options
 
 BEST_DIR = "best"
 
@@ -157,7 +158,7 @@ def load_training_variables(workdir: str | Path, target=None, shardings=None, be
     metadata = {
         "model": model["name"],
         "num_classes": model["num_classes"],
-        "options": {k: model[k] for k in ("drop_path_rate", "normalize", "dtype", "depthwise") if k in model},
+        "options": model_options(model),
         "step": int(step),
         "source": str(workdir),
     }

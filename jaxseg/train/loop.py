@@ -22,19 +22,16 @@ import numpy as np
 from jaxseg import data as datasets
 from jaxseg import metrics, parallel
 from jaxseg.checkpoint import load_variables
-from jaxseg.config import save_config
+from jaxseg.config import model_options, save_config
 from jaxseg.models import create_model, init_variables
 from jaxseg.train.checkpoints import TrainingCheckpoints
 from jaxseg.train.state import TrainState, create_optimizer, create_train_state
 from jaxseg.train.steps import make_eval_step, make_train_step
 
-MODEL_OPTION_FIELDS = ("drop_path_rate", "normalize", "dtype", "depthwise")
-
 
 def build_model(model_config):
     """The model a ``config.model`` section names, with its options."""
-    options = {k: model_config[k] for k in MODEL_OPTION_FIELDS if k in model_config}
-    return create_model(model_config.name, int(model_config.num_classes), **options)
+    return create_model(model_config.name, int(model_config.num_classes), **model_options(model_config))
 
 
 def initialise_from(variables: dict, source: str) -> tuple[dict, list[str]]:
