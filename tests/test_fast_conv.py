@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.models import create_model, init_variables, layers
+from jaxseg.models import create_model, init_variables, layers, winograd
 from jaxseg.models.layers import NHWC_HWIO, conv_general_dilated
 
 CASES = {  # name: (kernel size, strides, padding, kernel dilation, input (B, H, W, I), output features O)
@@ -22,14 +22,19 @@ CASES = {  # name: (kernel size, strides, padding, kernel dilation, input (B, H,
     "4x4 stride 4 VALID (patchify)": (4, (4, 4), "VALID", (1, 1), (2, 16, 13, 3), 5),
     "3x3 dilation 2": (3, (1, 1), [(2, 2), (2, 2)], (2, 2), (2, 9, 10, 3), 5),
     "3x3 stride (1, 2), dilation (2, 1)": (3, (1, 2), [(2, 1), (0, 1)], (2, 1), (2, 9, 10, 3), 5),
+    # Wide enough for the Winograd path (winograd.MIN_CHANNEL_PAIRS); odd sizes leave an overhanging tile.
+    "3x3 wide (Winograd)": (3, (1, 1), [(1, 1), (1, 1)], (1, 1), (2, 7, 6, 256), 256),
+    "3x3 wide SAME, odd (Winograd)": (3, (1, 1), "SAME", (1, 1), (1, 5, 9, 320), 224),
+    "3x3 wide asymmetric padding (Winograd)": (3, (1, 1), [(0, 2), (2, 0)], (1, 1), (1, 6, 5, 256), 260),
 }
 
 
 def random_operands(shape, kernel_size, features, dtype=jnp.float32):
     x_key, w_key = jax.random.split(jax.random.key(0))
     x = jax.random.normal(x_key, shape, dtype)
-    w = jax.random.normal(w_key, (kernel_size, kernel_size, shape[-1], features), dtype)
-    return x, w
+    fan_in = kernel_size * kernel_size * shape[-1]  # unit-scale outputs, as in a network (and tanh not saturated)
+    w = jax.random.normal(w_key, (kernel_size, kernel_size, shape[-1], features)) / fan_in**0.5
+    return x, w.astype(dtype)
 
 
 def conv_with(conv, strides, padding, dilation, **options):
@@ -49,7 +54,13 @@ def values_and_gradients(conv, x, w):
 
 
 def assert_trees_close(actual, expected, rtol=1e-5, atol=1e-5):
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=atol), actual, expected)
+    """Elementwise closeness; ``atol`` grows to 2e-6 of a leaf's largest magnitude (float32 sums over hundreds of
+    channels round at that scale: lax itself is that far from a float64 reference)."""
+
+    def check(a, b):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=max(atol, 2e-6 * float(np.abs(b).max())))
+
+    jax.tree.map(check, actual, expected)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -62,7 +73,8 @@ def test_values_and_both_gradients_equal_lax(case):
     assert_trees_close(ours, reference)
 
 
-@pytest.mark.parametrize("case", ["3x3", "3x3 stride 2, odd input", "4x4 stride 4 VALID (patchify)"])
+@pytest.mark.parametrize("case", ["3x3", "3x3 stride 2, odd input", "4x4 stride 4 VALID (patchify)",
+                                  "3x3 wide (Winograd)"])
 def test_gradients_inside_fori_loop_equal_lax(case):
     """Gradient descent on the input and the kernel in a loop, where XLA:CPU would use its slow path."""
     kernel_size, strides, padding, dilation, shape, features = CASES[case]
@@ -118,6 +130,27 @@ def test_fast_path_is_taken_for_nhwc():
     x, w = random_operands((1, 5, 5, 2), 3, 2)
     conv = conv_with(conv_general_dilated, (1, 1), [(1, 1), (1, 1)], (1, 1))
     assert "custom_vjp" in str(jax.make_jaxpr(conv)(x, w))
+
+
+@pytest.mark.parametrize("features, dtype, path", [(128, jnp.float32, "custom_vjp"), (256, jnp.float32, "winograd"),
+                                                    (256, jnp.bfloat16, "custom_vjp")])
+def test_wide_3x3_float32_convolutions_run_as_winograd(features, dtype, path):
+    """Wide float32 3x3 stride-1 convolutions (and their gradients) contain no convolution at all; narrow ones,
+    bfloat16 ones (whose transforms would round at bfloat16 resolution) and strided or dilated ones keep the
+    explicit-gradient convolution."""
+    x, w = random_operands((1, 6, 6, features), 3, features, dtype)
+    conv = conv_with(conv_general_dilated, (1, 1), [(1, 1), (1, 1)], (1, 1))
+    gradient_jaxpr = str(jax.make_jaxpr(jax.grad(lambda x, w: jnp.sum(conv(x, w)), (0, 1)))(x, w))
+    assert ("conv_general_dilated" not in gradient_jaxpr) == (path == "winograd")
+    assert ("custom_vjp" in str(jax.make_jaxpr(conv)(x, w))) == (path == "custom_vjp")
+    assert winograd.worthwhile(x, w, (1, 1), (1, 1)) == (path == "winograd")
+    assert not winograd.worthwhile(x, w, (2, 2), (1, 1)) and not winograd.worthwhile(x, w, (1, 1), (2, 2))
+
+
+def test_winograd_rejects_other_kernel_sizes():
+    x, w = random_operands((1, 6, 6, 4), 5, 4)
+    with pytest.raises(ValueError, match="3x3 kernel"):
+        winograd.conv3x3(x, w, ((2, 2), (2, 2)))
 
 
 def test_other_backends_use_lax(monkeypatch):
