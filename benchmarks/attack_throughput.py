@@ -2,13 +2,16 @@
 
 For UPerNet + ConvNeXt (``upernet_convnext_t`` at 512x512, batch 2; ``upernet_convnext_atto``, the CPU default,
 at 64x64) it times APGD-CE (Linf, eps 8/255, no early stop) in JAX and in PyTorch (timm ConvNeXt with
-``features_only=True`` plus the UPerNet head below), both float32 on the same threads, and reports
-image-iterations/s, their ratio, the FLOP/s achieved (XLA cost analysis of one forward+backward step) against
+``features_only=True`` plus the UPerNet head below) at the same precision on the same kind of device (PyTorch on
+CUDA when JAX runs on a GPU), and reports image-iterations/s, their ratio, the FLOP/s achieved (XLA cost analysis of one forward+backward step) against
 the machine's measured 2048³ matmul rate, and XLA's memory analysis of the compiled attack (bytes per image,
 so the largest batch that fits a given memory can be estimated).
 
 Usage: python benchmarks/attack_throughput.py [--models upernet_convnext_atto,upernet_convnext_t]
-       [--iterations 3] [--repeats 2] [--skip-torch] [--json out.json]
+       [--iterations 3] [--repeats 2] [--precision float32|tf32|bfloat16] [--skip-torch] [--memory] [--json out.json]
+Precision: ``float32`` (default) turns TF32 off in both (JAX ``highest`` matmul precision, PyTorch
+``allow_tf32=False``); ``tf32`` allows it in both (GPUs only: on CPU it equals float32); ``bfloat16`` computes
+the model in bfloat16 in both (JAX ``compute_dtype``, PyTorch ``autocast``) with float32 losses and projections.
 Weights are random: throughput does not depend on them.
 """
 
@@ -38,6 +41,29 @@ NUM_CLASSES = 21
 EPS = 8 / 255
 
 
+PRECISIONS = ("float32", "tf32", "bfloat16")
+
+
+def set_precision(precision: str) -> None:
+    """Same matmul/convolution precision in JAX and PyTorch (see the module docstring)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+    tf32 = precision == "tf32"
+    jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+
+
+def torch_device() -> torch.device:
+    """CUDA when JAX runs on a GPU (and PyTorch sees one), else the CPU."""
+    return torch.device("cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu")
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _median_seconds(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -47,16 +73,21 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_peak(repeats: int = 5) -> dict:
-    """Measured float32 2048³ matmul rate in GFLOP/s for JAX and PyTorch."""
+def matmul_peak(device: torch.device, repeats: int = 5) -> dict:
+    """Measured 2048³ matmul rate in GFLOP/s for JAX and PyTorch (float32 at the benchmark's precision setting)."""
     n = 2048
     a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
     matmul = jax.jit(lambda x, y: x @ y)
     matmul(a, a).block_until_ready()
     jax_seconds = _median_seconds(lambda: matmul(a, a).block_until_ready(), repeats)
-    t = torch.randn(n, n)
-    t @ t
-    torch_seconds = _median_seconds(lambda: t @ t, repeats)
+    t = torch.randn(n, n, device=device)
+
+    def torch_matmul():
+        t @ t
+        _synchronize(device)
+
+    torch_matmul()
+    torch_seconds = _median_seconds(torch_matmul, repeats)
     flops = 2 * n**3
     return {"jax_gflops": flops / jax_seconds / 1e9, "torch_gflops": flops / torch_seconds / 1e9}
 
@@ -99,13 +130,16 @@ class TorchUPerNet(tnn.Module):
         return up(self.classifier(fused), images)
 
 
-def torch_apgd(model, x, y, eps: float, iterations: int) -> torch.Tensor:
-    """APGD-CE, Linf, as AutoAttack's eager loop (per-image step sizes, momentum, checkpoints)."""
-    batch = x.shape[0]
+def torch_apgd(model, x, y, eps: float, iterations: int, bfloat16: bool = False) -> torch.Tensor:
+    """APGD-CE, Linf, as AutoAttack's eager loop (per-image step sizes, momentum, checkpoints), on ``x``'s device;
+    ``bfloat16`` runs the model under autocast (the loss and the updates stay float32)."""
+    batch, device = x.shape[0], x.device
 
     def loss_and_grad(point):
         point = point.clone().requires_grad_()
-        per_image = F.cross_entropy(model(point), y, reduction="none").view(batch, -1).mean(1)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16):
+            logits = model(point)
+        per_image = F.cross_entropy(logits.float(), y, reduction="none").view(batch, -1).mean(1)
         grad, = torch.autograd.grad(per_image.sum(), point)
         return per_image.detach(), grad
 
@@ -114,11 +148,11 @@ def torch_apgd(model, x, y, eps: float, iterations: int) -> torch.Tensor:
 
     x_adv = (x + eps * (2 * torch.rand_like(x) - 1)).clamp(0, 1)
     loss, grad = loss_and_grad(x_adv)
-    step = torch.full((batch, 1, 1, 1), 2 * eps)
+    step = torch.full((batch, 1, 1, 1), 2 * eps, device=device)
     best_loss, x_best, grad_best, x_old = loss.clone(), x_adv.clone(), grad.clone(), x_adv.clone()
     checkpoints = set(attacks.apgd_checkpoints(iterations))
-    increases, previous = torch.zeros(batch), torch.zeros(batch)
-    best_last, reduced_last = best_loss.clone(), torch.ones(batch, dtype=torch.bool)
+    increases, previous = torch.zeros(batch, device=device), torch.zeros(batch, device=device)
+    best_last, reduced_last = best_loss.clone(), torch.ones(batch, dtype=torch.bool, device=device)
     window = max(int(0.22 * iterations), 1)
     for i in range(iterations):
         with torch.no_grad():
@@ -136,7 +170,7 @@ def torch_apgd(model, x, y, eps: float, iterations: int) -> torch.Tensor:
                 halve = (increases <= 0.75 * window) | (~reduced_last & (best_last >= best_loss))
                 step[halve] /= 2
                 x_adv[halve], grad[halve] = x_best[halve], grad_best[halve]
-                reduced_last, best_last, increases = halve, best_loss.clone(), torch.zeros(batch)
+                reduced_last, best_last, increases = halve, best_loss.clone(), torch.zeros(batch, device=device)
                 window = max(window - max(int(0.03 * iterations), 1), max(int(0.06 * iterations), 1))
     return x_best
 
@@ -151,7 +185,7 @@ def _jax_setup(name: str, size: int, batch: int):
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 1, (batch, size, size, 3)).astype(np.float32)
     labels = rng.integers(0, NUM_CLASSES, (batch, size, size)).astype(np.int32)
-    return attacks.logits_function(model), variables, images, labels
+    return attacks.logits_function(model), variables, images, labels  # NumPy: each side uploads its own copy
 
 
 def _step_flops(logits_fn, variables, images, labels) -> float:
@@ -182,14 +216,17 @@ def attack_memory(name: str, size: int, batches=(1, 2)) -> dict:
             "max_batch_80GB": int((80e9 * 0.9 - fixed) // per_image)}
 
 
-def benchmark(name: str, iterations: int, repeats: int, skip_torch: bool) -> dict:
+def benchmark(name: str, iterations: int, repeats: int, skip_torch: bool, precision: str = "float32",
+              device: torch.device = torch.device("cpu")) -> dict:
     backbone, size, batch, channels = SETTINGS[name]
     logits_fn, variables, images, labels = _jax_setup(name, size, batch)
     key = jax.random.PRNGKey(0)
+    bfloat16 = precision == "bfloat16"
+    jax_images, jax_labels = jax.device_put((images, labels))
 
     def run_jax():
-        result = attacks.apgd(logits_fn, images, labels, key, eps=EPS, iterations=iterations, early_stop=False,
-                              variables=variables)
+        result = attacks.apgd(logits_fn, jax_images, jax_labels, key, eps=EPS, iterations=iterations,
+                              early_stop=False, variables=variables, compute_dtype=jnp.bfloat16 if bfloat16 else None)
         result.adversarial.block_until_ready()
 
     start = time.perf_counter()
@@ -198,16 +235,22 @@ def benchmark(name: str, iterations: int, repeats: int, skip_torch: bool) -> dic
     jax_seconds = _median_seconds(run_jax, repeats)
     steps = iterations + 1  # the start point's gradient plus one per iteration, in both implementations
     flops = _step_flops(logits_fn, variables, images, labels) * steps
-    row = {"model": name, "size": size, "batch": batch, "iterations": iterations,
+    row = {"model": name, "size": size, "batch": batch, "iterations": iterations, "precision": precision,
            "jax_seconds": jax_seconds, "jax_first_call_seconds": compile_seconds,
            "jax_image_iterations_per_s": batch * iterations / jax_seconds,
            "jax_gflops_achieved": flops / jax_seconds / 1e9}
     if not skip_torch:
         torch.manual_seed(0)
-        net = TorchUPerNet(backbone, NUM_CLASSES, channels).eval()
-        x, y = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels).long()
-        torch_apgd(net, x, y, EPS, 1)  # warm-up
-        torch_seconds = _median_seconds(lambda: torch_apgd(net, x, y, EPS, iterations), repeats)
+        net = TorchUPerNet(backbone, NUM_CLASSES, channels).eval().to(device)
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
+        y = torch.from_numpy(labels).long().to(device)
+
+        def run_torch(count: int) -> None:
+            torch_apgd(net, x, y, EPS, count, bfloat16)
+            _synchronize(device)
+
+        run_torch(1)  # warm-up
+        torch_seconds = _median_seconds(lambda: run_torch(iterations), repeats)
         row.update(torch_seconds=torch_seconds, torch_image_iterations_per_s=batch * iterations / torch_seconds,
                    speedup_vs_torch=torch_seconds / jax_seconds,
                    torch_parameters_m=sum(p.numel() for p in net.parameters()) / 1e6)
@@ -220,15 +263,19 @@ def main() -> None:
     parser.add_argument("--models", default="upernet_convnext_atto,upernet_convnext_t")
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS)
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--memory", action="store_true", help="also run XLA memory analysis of the attack program")
     parser.add_argument("--json", help="write all results to this JSON file")
     args = parser.parse_args()
-    report = {"devices": str(jax.devices()), "torch_threads": torch.get_num_threads(), "peak": matmul_peak()}
+    set_precision(args.precision)
+    device = torch_device()
+    report = {"devices": str(jax.devices()), "torch_device": str(device), "torch_threads": torch.get_num_threads(),
+              "precision": args.precision, "peak": matmul_peak(device)}
     print(json.dumps(report["peak"]), flush=True)
     report["runs"] = []
     for name in args.models.split(","):
-        row = benchmark(name, args.iterations, args.repeats, args.skip_torch)
+        row = benchmark(name, args.iterations, args.repeats, args.skip_torch, args.precision, device)
         row["jax_fraction_of_matmul_peak"] = row["jax_gflops_achieved"] / report["peak"]["jax_gflops"]
         print(json.dumps(row), flush=True)
         report["runs"].append(row)
