@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from jaxseg.models import winograd
+from jaxseg.models.winograd import Pads
 
 DepthwiseImplementation = Literal["auto", "shift", "conv"]
-Pads = tuple[tuple[int, int], tuple[int, int]]
 
 NHWC_HWIO = ("NHWC", "HWIO", "NHWC")
 
@@ -37,9 +37,9 @@ def conv_general_dilated(
     convolutions without groups or input dilation (all of this package's dense convolutions, any stride,
     padding and kernel dilation) get a ``custom_vjp`` whose two gradients are explicit NHWC/HWIO convolutions
     of transposed operands (``_input_gradient``, ``_kernel_gradient``), except wide float32 3x3 stride-1
-    convolutions, which run as Winograd F(2x2, 3x3) (``jaxseg.models.winograd``: 2.25x fewer multiplications, no convolution
-    at all); anything else is passed to lax unchanged. Reverse mode only: the explicit-gradient path has no
-    forward-mode (``jvp``) rule.
+    convolutions, which run as Winograd F(2x2, 3x3) (``jaxseg.models.winograd``: 2.25x fewer multiplications,
+    no convolution at all); anything else is passed to lax unchanged. Reverse mode only: the explicit-gradient
+    path has no forward-mode (``jvp``) rule.
     """
     if _has_fast_gradient(lhs, rhs, lhs_dilation, dimension_numbers, feature_group_count, batch_group_count,
                           out_sharding):

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Pads = tuple[tuple[int, int], tuple[int, int]]
+Pads = tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, right)) zero padding
 
 # F(2x2, 3x3): output tile Y = A^T [(G g G^T) * (B^T d B)] A for a 4x4 input tile d and 3x3 kernel g; B^T and
 # A^T (entries 0, ±1) are applied as the additions in _input_transform and _output_transform.
