@@ -4,8 +4,9 @@ For UPerNet + ConvNeXt (``upernet_convnext_t`` at 512x512, batch 2; ``upernet_co
 at 64x64) it times APGD-CE (Linf, eps 8/255, no early stop) in JAX and in PyTorch (timm ConvNeXt with
 ``features_only=True`` plus the UPerNet head below) at the same precision on the same kind of device (PyTorch on
 CUDA when JAX runs on a GPU), and reports image-iterations/s, their ratio, the FLOP/s achieved (XLA cost
-analysis of one forward+backward step) against the machine's measured 2048³ matmul rate, and XLA's memory analysis of the compiled attack (bytes per image,
-so the largest batch that fits a given memory can be estimated).
+analysis of one forward+backward step) against the machine's measured 2048³ matmul rate, and XLA's memory
+analysis of the compiled attack (bytes per image, so the largest batch that fits a given memory can be
+estimated).
 
 Usage: python benchmarks/attack_throughput.py [--models upernet_convnext_atto,upernet_convnext_t]
        [--iterations 3] [--repeats 2] [--precision float32|tf32|bfloat16] [--skip-torch] [--memory] [--json out.json]
