@@ -5,12 +5,11 @@ tests, over which the tiny training batch would be split) and its own process st
 """
 
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
+from cli_subprocess import run_jaxseg
 
 from jaxseg import quickstart
 
@@ -20,11 +19,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def run_quickstart(*arguments) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    flags = env.get("XLA_FLAGS", "").split()
-    env["XLA_FLAGS"] = " ".join(f for f in flags if not f.startswith("--xla_force_host_platform_device_count"))
-    return subprocess.run([sys.executable, "-m", "jaxseg.cli", "quickstart", *arguments], env=env,
-                          capture_output=True, text=True, timeout=900)
+    return run_jaxseg("quickstart", *arguments, timeout=900)
 
 
 @pytest.fixture(scope="module")
