@@ -26,12 +26,14 @@ class PerImageStatistics(NamedTuple):
     labelled: (B,) int32, pixels whose label is not ``ignore_index``.
     intersection: (B, K) int32, per class |pred == c and label == c|.
     union: (B, K) int32, per class |pred == c or label == c| over labelled pixels.
+    class_pixels: (B, K) int32, per class |label == c| (the same for every attack on an image).
     """
 
     correct: jax.Array
     labelled: jax.Array
     intersection: jax.Array
     union: jax.Array
+    class_pixels: jax.Array
 
     @property
     def pixel_accuracy(self) -> jax.Array:
@@ -80,7 +82,8 @@ def per_image_statistics(
     union = jnp.sum(pred_onehot | label_onehot, axis=(1, 2), dtype=jnp.int32)
     correct = jnp.sum((predictions == labels) & valid, axis=(1, 2), dtype=jnp.int32)
     labelled = jnp.sum(valid, axis=(1, 2), dtype=jnp.int32)
-    return PerImageStatistics(correct, labelled, intersection, union)
+    class_pixels = jnp.sum(label_onehot, axis=(1, 2), dtype=jnp.int32)
+    return PerImageStatistics(correct, labelled, intersection, union, class_pixels)
 
 
 def iou_from_confusion(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -119,12 +122,26 @@ def scores_from_confusion(matrix: jax.Array) -> dict[str, jax.Array]:
     }
 
 
+def mean_class_accuracy(intersection: jax.Array, class_pixels: jax.Array) -> jax.Array:
+    """Mean per-class recall over the classes present in the labels (NaN if none); pooled (..., K) counts."""
+    present = class_pixels > 0
+    recall = jnp.where(present, intersection / jnp.maximum(class_pixels, 1), 0.0)
+    return jnp.sum(recall, -1) / jnp.where(present.sum(-1) > 0, present.sum(-1), jnp.nan)
+
+
 def scores_from_statistics(stats: PerImageStatistics) -> dict[str, jax.Array]:
-    """Pooled ``aAcc`` and ``mIoU`` over all images of a (possibly concatenated) ``PerImageStatistics``."""
+    """Pooled ``aAcc``, ``mIoU`` and ``mAcc`` over all images of a (possibly concatenated)
+    ``PerImageStatistics``, and ``aAcc_per_image``: the mean over images (with labelled pixels) of each
+    image's pixel accuracy, the form the SEA reference code reports (equal to the pooled aAcc when every
+    image has the same number of labelled pixels)."""
     labelled = stats.labelled.sum()
+    has_pixels = stats.labelled > 0
+    per_image = stats.correct / jnp.maximum(stats.labelled, 1)
     return {
         "aAcc": jnp.where(labelled > 0, stats.correct.sum() / jnp.maximum(labelled, 1), jnp.nan),
+        "aAcc_per_image": jnp.sum(jnp.where(has_pixels, per_image, 0.0)) / jnp.where(has_pixels.sum() > 0, has_pixels.sum(), jnp.nan),
         "mIoU": mean_iou(stats.intersection.sum(0), stats.union.sum(0)),
+        "mAcc": mean_class_accuracy(stats.intersection.sum(0), stats.class_pixels.sum(0)),
     }
 
 

@@ -10,10 +10,10 @@ from jaxseg.attacks.common import AttackResult, ModelLogits, logits_function
 from jaxseg.attacks.losses import balanced_class_weights, get_loss, image_loss, pixel_loss
 from jaxseg.attacks.padam import padam
 from jaxseg.attacks.pgd import cospgd, pgd, segpgd
-from jaxseg.attacks.sea import SEA_LOSSES, SEAResult, sea_attack, sea_worst_case, worst_case
+from jaxseg.attacks.sea import SEA_LOSSES, SEAResult, sea_attack, worst_case
 
 __all__ = [
     "APGDResult", "AttackResult", "ModelLogits", "SEAResult", "SEA_LOSSES", "apgd", "apgd_checkpoints",
     "balanced_class_weights", "cospgd", "get_loss", "image_loss", "logits_function", "padam", "pgd",
-    "pixel_loss", "sea_attack", "sea_worst_case", "segpgd", "worst_case",
+    "pixel_loss", "sea_attack", "segpgd", "worst_case",
 ]
