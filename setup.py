@@ -32,7 +32,7 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "cospgd>=0.1.3"],
         # PyTorch is only needed to read .pt/.pth files and for the parity tests; never at run time.
         "torch": ["torch>=2.4", "torchvision", "timm>=1.0"],
     },
