@@ -13,6 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["jaxseg", "jaxseg.*"]),
+    package_data={"jaxseg.data": ["tables/*.json"]},
     install_requires=[
         "jax>=0.10,<0.13",
         "flax>=0.10",

@@ -125,8 +125,14 @@ def _add_model_and_data_arguments(parser) -> None:
     data.add_argument("--arrays", help=".npz file with images (N, H, W, 3) float in [0, 1] and labels (N, H, W)")
     parser.add_argument("--split", default="validation", help="dataset split (default: validation)")
     parser.add_argument("--data-dir", default="", help="dataset directory (default: JAXSEG_DATA_DIR)")
-    parser.add_argument("--protocol", default="standard", help="evaluation protocol: standard or sea")
-    parser.add_argument("--image-size", type=int, default=64, help="evaluation image size in pixels (default 64)")
+    parser.add_argument("--protocol", choices=("sea", "standard"),
+                        help="evaluation protocol (default: the SEA paper's for --attack sea on VOC/ADE20K, else standard)")
+    parser.add_argument("--image-size", type=int,
+                        help="evaluation image size in pixels (default: the protocol's, e.g. 473 for SEA on VOC, else "
+                        "the dataset's)")
+    parser.add_argument("--class-weights", default="dataset",
+                        help="mask-ce-bal class weights: dataset (SEA's published table for VOC/ADE20K, else the "
+                        "training split's inverse pixel frequencies), image (each image's own), or a JSON file")
     parser.add_argument("--attack", default="sea", choices=ATTACKS, help="attack (default: sea)")
     parser.add_argument("--norm", default="linf", help="threat model: linf or l2")
     parser.add_argument("--iterations", type=int, help="iterations per attack run (default: the attack's own)")
@@ -172,8 +178,8 @@ def _parse_radii(text: str) -> list[float]:
 
 
 def _attack_setup(args: argparse.Namespace):
-    """(model, variables, batches, total examples) for ``evaluate`` / ``attack``."""
-    from jaxseg import evaluate
+    """(model, variables, batches, total examples, class weights, data description) for ``evaluate`` / ``attack``."""
+    from jaxseg import data, evaluate
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
@@ -183,18 +189,21 @@ def _attack_setup(args: argparse.Namespace):
         image_size = images.shape[1]
         batches = evaluate.array_batches(images, labels, args.batch_size, args.num_examples)
         total = min(args.num_examples or len(images), len(images))
+        weights = data.resolve_class_weights(args.class_weights, num_classes, labels=labels)
+        description = {"arrays": args.arrays, "image_size": image_size}
     else:
-        from jaxseg import data
-
         num_classes = args.num_classes or data.dataset_info(args.dataset).num_classes
-        image_size = args.image_size
+        protocol, image_size = data.default_eval_view(args.dataset, args.attack, args.protocol, args.image_size)
+        weights = data.resolve_class_weights(args.class_weights, num_classes, dataset=args.dataset,
+                                             data_dir=args.data_dir or None)
         batches = data.eval_batches(args.dataset, args.split, data_dir=args.data_dir or None,
-                                    batch_size=args.batch_size, protocol=args.protocol, image_size=image_size,
+                                    batch_size=args.batch_size, protocol=protocol, image_size=image_size,
                                     num_examples=args.num_examples)
         total = args.num_examples
+        description = {"dataset": args.dataset, "split": args.split, "protocol": protocol, "image_size": image_size}
     model, variables, _ = evaluate.load_model(args.model, num_classes=num_classes, random_init=args.random_init,
                                               image_size=image_size, seed=args.seed)
-    return model, variables, batches, total
+    return model, variables, batches, total, weights, description
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -204,12 +213,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     radii = _parse_radii(args.eps)
     step_size = _parse_radii(args.step_size)[0] if args.step_size else None
-    model, variables, batches, total = _attack_setup(args)
+    model, variables, batches, total, weights, description = _attack_setup(args)
     with tqdm(total=total, desc=f"evaluate {args.attack}", unit="img") as bar:
         results = evaluate.evaluate(
             attacks.logits_function(model), batches, variables=variables, attack=args.attack, eps=radii,
-            norm=args.norm, iterations=args.iterations, step_size=step_size, seed=args.seed,
-            compute_dtype=args.compute_dtype, progress=bar.update,
+            norm=args.norm, iterations=args.iterations, step_size=step_size, seed=args.seed, class_weights=weights,
+            compute_dtype=args.compute_dtype, data_description=description, progress=bar.update,
         )
     results["model"] = args.model
     json_path, markdown_path = evaluate.write_results(results, args.out)
@@ -228,7 +237,7 @@ def _run_attack(args: argparse.Namespace) -> int:
     if len(radius) != 1:
         raise ValueError(f"jaxseg attack takes one radius; got {args.eps!r} (use jaxseg evaluate for several)")
     step_size = _parse_radii(args.step_size)[0] if args.step_size else None
-    model, variables, batches, _ = _attack_setup(args)
+    model, variables, batches, _, weights, _ = _attack_setup(args)
     logits_fn = attacks.logits_function(model)
     iterations = args.iterations or evaluate.DEFAULT_ITERATIONS[args.attack]
     parts = {k: [] for k in ("images", "labels", "adversarial", "clean_prediction", "adversarial_prediction")}
@@ -238,7 +247,7 @@ def _run_attack(args: argparse.Namespace) -> int:
         adversarial, statistics = evaluate.run_attack(
             args.attack, logits_fn, images, labels, jax.random.fold_in(jax.random.PRNGKey(args.seed), index),
             eps=radius[0], norm=args.norm, iterations=iterations, variables=variables, step_size=step_size,
-            compute_dtype=args.compute_dtype,
+            class_weights=weights.values, compute_dtype=args.compute_dtype,
         )
         adversarial, _ = evaluate.worst_adversarial(adversarial, statistics)
         for name, value in (("images", images), ("labels", labels), ("adversarial", adversarial),
@@ -344,7 +353,7 @@ def _add_data(subparsers) -> None:
     show.add_argument("--data-dir", help=data_dir_help)
     show.set_defaults(handler=_run_data_show)
 
-    stats = actions.add_parser("stats", help="print example counts, class frequencies and class weights")
+    stats = actions.add_parser("stats", help="print example counts, class frequencies and the mask-ce-bal class weights")
     stats.add_argument("name", help=names)
     stats.add_argument("--split", help="split to describe (default: the dataset's training split)")
     stats.add_argument("--num-examples", type=int, default=0, help="count only the first N examples (0: all)")
@@ -382,18 +391,22 @@ def _run_data_show(args: argparse.Namespace) -> int:
 def _run_data_stats(args: argparse.Namespace) -> int:
     import json
 
-    from jaxseg.data import dataset_info, split_statistics
+    from jaxseg.data import dataset_class_weights, dataset_info, split_statistics
 
     info = dataset_info(args.name)
     split = args.split or info.train_split
     stats = split_statistics(args.name, split, data_dir=args.data_dir, num_examples=args.num_examples)
+    weights = dataset_class_weights(args.name, args.data_dir)
     summary = stats.to_json_dict()
+    summary["class_weights"] = {name: float(w) for name, w in zip(info.class_names, weights.values)}
+    summary["class_weights_source"] = weights.source
     print(f"{args.name} {split}: {stats.num_examples} examples, sizes {stats.min_size} to {stats.max_size} (H, W)")
     print(f"ignored pixels: {stats.ignored_pixels}, unknown label values: {stats.unknown_pixels}")
-    print(f"{'class':<24} {'pixels':>14} {'frequency':>10} {'weight':>8}")
+    print(f"mask-ce-bal class weights (used by jaxseg evaluate): {weights.source}")
+    print(f"{'class':<24} {'pixels':>14} {'frequency':>10} {'weight':>10}")
     for class_name in info.class_names:
         pixels, frequency = summary["pixel_counts"][class_name], summary["frequencies"][class_name]
-        print(f"{class_name:<24} {pixels:>14} {frequency:>10.4f} {summary['class_weights'][class_name]:>8.4f}")
+        print(f"{class_name:<24} {pixels:>14} {frequency:>10.4f} {summary['class_weights'][class_name]:>10.4g}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(summary, handle, indent=2)

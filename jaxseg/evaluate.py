@@ -24,6 +24,7 @@ from jaxseg.attacks import common
 from jaxseg.attacks.sea import SEA_LOSSES, stack_statistics, worst_case
 
 ATTACKS = ("sea", "apgd", "pgd", "segpgd", "cospgd", "padam")
+SCORE_KEYS = ("aAcc", "aAcc_per_image", "mIoU", "mAcc")
 DEFAULT_ITERATIONS = {"sea": 300, "apgd": 100, "pgd": 100, "segpgd": 100, "cospgd": 100, "padam": 200}
 PADAM_COMPONENT_LOSSES = ("ce", "cos")
 
@@ -114,9 +115,9 @@ def _scores(statistics: metrics.PerImageStatistics) -> dict:
 def evaluate(logits_fn: Callable, batches: Iterable[dict], *, variables=None, attack: str = "sea",
              eps: Sequence[float] = (4 / 255,), norm: str = "linf", iterations: int | None = None,
              step_size: float | None = None, seed: int = 0, class_weights=None, compute_dtype=None,
-             ignore_index: int | None = metrics.DEFAULT_IGNORE_INDEX, mesh=None,
+             ignore_index: int | None = metrics.DEFAULT_IGNORE_INDEX, mesh=None, data_description: dict | None = None,
              progress: Callable[[int], None] | None = None) -> dict:
-    """Clean and robust aAcc/mIoU of a model over ``batches``, for each radius in ``eps``.
+    """Clean and robust aAcc/mIoU/mAcc of a model over ``batches``, for each radius in ``eps``.
 
     Args:
       logits_fn: ``images -> logits`` or, with ``variables``, ``(variables, images) -> logits``
@@ -124,19 +125,28 @@ def evaluate(logits_fn: Callable, batches: Iterable[dict], *, variables=None, at
       batches: iterable of dicts (see the module docstring); keep one batch shape to compile once.
       attack: one of ``ATTACKS``. eps: radii on the [0, 1] scale. norm: "linf" | "l2".
       iterations: per component run (default ``DEFAULT_ITERATIONS[attack]``). step_size: PGD family's α.
-      seed: attack randomness and the worst-case search order. class_weights: (K,) for SEA's mask-ce-bal.
+      seed: attack randomness and the order of jaxseg's greedy worst-case search (the reference search
+        uses the reference code's seed, 225).
+      class_weights: SEA's ``mask-ce-bal`` weights: a ``jaxseg.data.ClassWeights`` (recorded with its
+        source), a (K,) array, or None for each image's own label frequencies.
       compute_dtype: e.g. "bfloat16" for the model; losses and projections stay float32.
       mesh: optional ``jax.sharding.Mesh`` with a ``data`` axis: batches are sharded over it and the variables
         replicated (batch sizes must divide the axis).
+      data_description: recorded as ``results["data"]`` (dataset, split, protocol, image size ...).
       progress: called with the number of images of each finished batch.
-    Returns: ``{"attack", "norm", "iterations", "seed", "num_examples", "clean": {"aAcc", "mIoU"},
-      "robust": [{"eps", "eps_255", "aAcc", "mIoU", "components": {name: {"aAcc", "mIoU"}}}]}`` (fractions).
+    Returns: ``{"attack", "norm", "iterations", "seed", "num_examples", "class_weights", "data",
+      "clean": scores, "robust": [{"eps", "eps_255", scores..., "mIoU_greedy", "components": {name: scores}}]}``
+      with scores ``aAcc`` (pooled), ``aAcc_per_image`` (mean of per-image accuracies), ``mIoU``, ``mAcc``
+      (fractions). A robust row's ``mIoU`` is the reference code's worst-case search (comparable with
+      published SEA tables), ``mIoU_greedy`` jaxseg's stronger search (see ``jaxseg.attacks.sea.worst_case``).
     """
     check_attack(attack)
     radii = [float(e) for e in eps]
     if not radii or any(not np.isfinite(e) or e < 0 for e in radii):
         raise ValueError(f"eps must be a non-empty list of finite radii >= 0; got {list(eps)}")
     iterations = DEFAULT_ITERATIONS[attack] if iterations is None else int(iterations)
+    weights_record = _class_weights_record(class_weights)
+    weights = None if weights_record["values"] is None else np.asarray(weights_record["values"], np.float32)
     if mesh is not None:
         from jaxseg import parallel
 
@@ -154,8 +164,8 @@ def evaluate(logits_fn: Callable, batches: Iterable[dict], *, variables=None, at
         for position, radius in enumerate(radii):
             key = jax.random.fold_in(jax.random.fold_in(base_key, index), position)
             _, stats = run_attack(attack, logits_fn, images, labels, key, eps=radius, norm=norm, iterations=iterations,
-                               variables=variables, step_size=step_size, class_weights=class_weights,
-                               compute_dtype=compute_dtype, ignore_index=ignore_index)
+                                  variables=variables, step_size=step_size, class_weights=weights,
+                                  compute_dtype=compute_dtype, ignore_index=ignore_index)
             robust_parts[position].append(_to_host(stats, valid, axis=1))
         num_classes = stats.intersection.shape[-1]
         clean = clean_statistics(logits_fn, images, labels, num_classes, variables=variables,
@@ -166,10 +176,24 @@ def evaluate(logits_fn: Callable, batches: Iterable[dict], *, variables=None, at
             progress(int(valid.sum()))
     if count == 0:
         raise ValueError("evaluate got no valid examples (empty batches or every example marked invalid)")
-    return _summarise(attack, norm, iterations, seed, radii, clean_parts, robust_parts, count)
+    results = _summarise(attack, radii, clean_parts, robust_parts, seed)
+    return {"attack": attack, "norm": norm, "iterations": iterations, "seed": seed, "num_examples": count,
+            "class_weights": weights_record, "data": dict(data_description or {}), **results}
 
 
-def _summarise(attack, norm, iterations, seed, radii, clean_parts, robust_parts, count) -> dict:
+def _class_weights_record(class_weights) -> dict:
+    """``{"mode", "source", "values"}`` for ``evaluate``'s ``class_weights`` argument."""
+    if class_weights is None:
+        return {"mode": "image", "source": "each image's own label frequencies", "values": None}
+    if hasattr(class_weights, "to_json_dict"):
+        return class_weights.to_json_dict()
+    values = np.asarray(class_weights, np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"class_weights must be a (K,) array; got shape {values.shape}")
+    return {"mode": "given", "source": "passed to evaluate", "values": [float(v) for v in values]}
+
+
+def _summarise(attack, radii, clean_parts, robust_parts, seed) -> dict:
     names = attack_components(attack)
     robust = []
     for radius, parts in zip(radii, robust_parts):
@@ -177,33 +201,54 @@ def _summarise(attack, norm, iterations, seed, radii, clean_parts, robust_parts,
         components = {
             name: _scores(metrics.PerImageStatistics(*(a[i] for a in stacked))) for i, name in enumerate(names)
         }
-        worst = worst_case(stacked, seed=seed) if len(names) > 1 else components[names[0]]
-        robust.append({"eps": radius, "eps_255": radius * 255, "aAcc": float(worst["aAcc"]),
-                       "mIoU": float(worst["mIoU"]), "components": components})
-    return {
-        "attack": attack, "norm": norm, "iterations": iterations, "seed": seed, "num_examples": count,
-        "clean": _scores(metrics.concatenate_statistics(clean_parts)),
-        "robust": robust,
-    }
+        if len(names) > 1:
+            reference = worst_case(stacked, rule="reference")
+            greedy = worst_case(stacked, rule="greedy", seed=seed)
+            worst = {key: float(reference[key]) for key in SCORE_KEYS} | {"mIoU_greedy": float(greedy["mIoU"])}
+        else:
+            worst = components[names[0]] | {"mIoU_greedy": components[names[0]]["mIoU"]}
+        robust.append({"eps": radius, "eps_255": radius * 255, **worst, "components": components})
+    return {"clean": _scores(metrics.concatenate_statistics(clean_parts)), "robust": robust}
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}"
 
 
 def results_markdown(results: dict) -> str:
     """A Markdown table of ``evaluate``'s results (percent, one row per radius and component)."""
     radius_unit = "/255" if results["norm"] == "linf" else ""
+    data = results.get("data", {})
+    weights = results.get("class_weights", {})
     lines = [
         f"# Robust evaluation: {results['attack']} ({results['norm']}, {results['iterations']} iterations, "
         f"{results['num_examples']} images)",
         "",
-        "| eps | attack | aAcc (%) | mIoU (%) |",
-        "|---|---|---|---|",
-        f"| 0 | clean | {100 * results['clean']['aAcc']:.2f} | {100 * results['clean']['mIoU']:.2f} |",
     ]
+    if data:
+        lines.append("Data: " + ", ".join(f"{key} {value}" for key, value in data.items()) + ".")
+    if weights:
+        lines.append(f"mask-ce-bal class weights: {weights['mode']} ({weights['source']}).")
+    lines += [
+        "Worst case over components: aAcc per image (lowest accuracy); mIoU by the SEA reference code's search "
+        "(the number comparable with published tables), mIoU (greedy) by jaxseg's stronger search. aAcc is "
+        "pooled over pixels, aAcc/img the mean of per-image accuracies (the reference code's form).",
+        "",
+        "| eps | attack | aAcc (%) | aAcc/img (%) | mIoU (%) | mIoU greedy (%) | mAcc (%) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    clean = results["clean"]
+    lines.append(f"| 0 | clean | {_percent(clean['aAcc'])} | {_percent(clean['aAcc_per_image'])} | "
+                 f"{_percent(clean['mIoU'])} | | {_percent(clean['mAcc'])} |")
     for row in results["robust"]:
         eps = f"{row['eps_255']:g}{radius_unit}" if radius_unit else f"{row['eps']:g}"
-        lines.append(f"| {eps} | **{results['attack']} (worst case)** | {100 * row['aAcc']:.2f} | {100 * row['mIoU']:.2f} |")
+        lines.append(f"| {eps} | **{results['attack']} (worst case)** | {_percent(row['aAcc'])} | "
+                     f"{_percent(row['aAcc_per_image'])} | **{_percent(row['mIoU'])}** | {_percent(row['mIoU_greedy'])} | "
+                     f"{_percent(row['mAcc'])} |")
         if len(row["components"]) > 1:
             for name, scores in row["components"].items():
-                lines.append(f"| {eps} | {name} | {100 * scores['aAcc']:.2f} | {100 * scores['mIoU']:.2f} |")
+                lines.append(f"| {eps} | {name} | {_percent(scores['aAcc'])} | {_percent(scores['aAcc_per_image'])} | "
+                             f"{_percent(scores['mIoU'])} | | {_percent(scores['mAcc'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -148,13 +148,26 @@ def test_cityscapes_label_ids_map_to_train_ids(tmp_path):
             assert set(np.unique(example["label"])) <= set(range(19)) | {255}
 
 
+def test_voc_without_sbd_prepares_train_and_validation(tmp_path):
+    manual = tmp_path / "manual"
+    labels = write_fake_voc(str(manual), **VOC_IDS, with_sbd=False)
+    data.prepare("voc2012_seg", data_dir=tmp_path / "data", manual_dir=manual)
+    for split, ids in (("train", VOC_IDS["voc_train"]), ("validation", VOC_IDS["voc_val"])):
+        examples = _examples("voc2012_seg", split, tmp_path / "data")
+        assert sorted(examples) == sorted(ids)
+        for example_id, example in examples.items():
+            np.testing.assert_array_equal(example["label"], labels[example_id])
+    with pytest.raises(ValueError, match="no split 'train_aug'"):
+        data.open_split("voc2012_seg", "train_aug", tmp_path / "data")
+
+
 def test_missing_manual_dir_lists_the_expected_layout(tmp_path):
     with pytest.raises(FileNotFoundError) as error:
         data.prepare("voc2012_seg", data_dir=tmp_path / "data", manual_dir=tmp_path / "absent")
     for path in (
         "VOCdevkit/VOC2012/JPEGImages",
         "VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt",
-        "benchmark_RELEASE/dataset/cls",
+        "VOCdevkit/VOC2012/SegmentationClass",
     ):
         assert path in str(error.value)
     with pytest.raises(ValueError, match="manual_dir"):
@@ -165,7 +178,7 @@ def test_incomplete_manual_dir_names_what_is_missing(tmp_path):
     manual = tmp_path / "manual"
     write_fake_voc(str(manual), **VOC_IDS)
     os.remove(manual / "benchmark_RELEASE/dataset/val.txt")
-    with pytest.raises(FileNotFoundError, match="missing:\n  benchmark_RELEASE/dataset/val.txt\nexpected"):
+    with pytest.raises(FileNotFoundError, match="missing:\n  benchmark_RELEASE/dataset/val.txt\nexpected"):  # partial SBD
         data.prepare("voc2012_seg", data_dir=tmp_path / "data", manual_dir=manual)
     shutil.rmtree(manual / "benchmark_RELEASE")
     write_fake_voc(str(manual), **VOC_IDS)

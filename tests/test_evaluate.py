@@ -34,9 +34,17 @@ def test_evaluate_sea_over_padded_batches(trained):
     assert list(at_four["components"]) == ["apgd-mask-ce-bal", "apgd-mask-ce", "apgd-js"]
     assert at_four["aAcc"] < clean["aAcc"] and at_four["mIoU"] < clean["mIoU"]
     for component in at_four["components"].values():
-        assert at_four["aAcc"] <= component["aAcc"] + 1e-6 and at_four["mIoU"] <= component["mIoU"] + 1e-6
+        assert at_four["aAcc"] <= component["aAcc"] + 1e-6 and at_four["mIoU_greedy"] <= component["mIoU"] + 1e-6
+        assert at_four["aAcc_per_image"] <= component["aAcc_per_image"] + 1e-6
+    # The reference search starts on mask-ce-bal and only accepts switches that lower the mIoU.
+    assert at_four["mIoU"] <= at_four["components"]["apgd-mask-ce-bal"]["mIoU"] + 1e-6
+    # Every image has the same number of labelled pixels here, so both aAcc forms agree.
+    assert at_four["aAcc_per_image"] == pytest.approx(at_four["aAcc"], abs=1e-9)
+    for scores in (clean, at_four, *at_four["components"].values()):
+        assert 0 < scores["mAcc"] <= 1
+    assert results["class_weights"]["mode"] == "image" and results["class_weights"]["values"] is None
     table = evaluate.results_markdown(results)
-    assert "| 4/255 | **sea (worst case)** |" in table and "apgd-js" in table
+    assert "| 4/255 | **sea (worst case)** |" in table and "apgd-js" in table and "mAcc" in table
 
 
 def test_evaluate_rejects_bad_arguments(trained):

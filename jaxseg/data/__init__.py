@@ -19,24 +19,29 @@ from jaxseg.data.info import (
     dataset_names,
     label_colormap,
 )
-from jaxseg.data.pipeline import eval_batches, load_split_arrays, train_iterator
+from jaxseg.data.loss_weights import ClassWeights, dataset_class_weights, resolve_class_weights
+from jaxseg.data.pipeline import default_eval_view, eval_batches, load_split_arrays, train_iterator
 from jaxseg.data.stats import SplitStatistics, class_weights, split_statistics
 from jaxseg.data.storage import open_split, prepare, resolve_data_dir, resolve_name
 from jaxseg.data.visualize import save_example_grid
 
 __all__ = [
     "IGNORE_INDEX",
+    "ClassWeights",
     "DatasetInfo",
     "SplitStatistics",
     "class_weights",
     "colorize",
+    "dataset_class_weights",
     "dataset_info",
     "dataset_names",
+    "default_eval_view",
     "eval_batches",
     "label_colormap",
     "load_split_arrays",
     "open_split",
     "prepare",
+    "resolve_class_weights",
     "resolve_data_dir",
     "resolve_name",
     "save_example_grid",

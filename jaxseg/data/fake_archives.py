@@ -65,9 +65,11 @@ def write_fake_voc(
     sbd_val: list[str],
     size: tuple[int, int] | None = None,
     seed: int = 0,
+    with_sbd: bool = True,
 ) -> dict[str, np.ndarray]:
     """VOCdevkit/VOC2012 (JPEGImages, SegmentationClass palette PNGs, ImageSets/Segmentation/{train,val}.txt)
-    and benchmark_RELEASE/dataset (cls/ID.mat with struct GTcls.Segmentation, {train,val}.txt).
+    and, with ``with_sbd``, benchmark_RELEASE/dataset (cls/ID.mat with struct GTcls.Segmentation,
+    {train,val}.txt); without it the SBD ids are not written at all.
 
     Every id gets a JPEG. VOC ids get a palette PNG (labels 0..20 with 255 boundaries), SBD ids an SBD
     .mat (labels 0..20, no boundary). Returns {id: VOC label if the id has one, else SBD label}.
@@ -76,7 +78,10 @@ def write_fake_voc(
     voc, sbd = os.path.join(root, "VOCdevkit/VOC2012"), os.path.join(root, "benchmark_RELEASE/dataset")
     for directory in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         os.makedirs(os.path.join(voc, directory), exist_ok=True)
-    os.makedirs(os.path.join(sbd, "cls"), exist_ok=True)
+    if with_sbd:
+        os.makedirs(os.path.join(sbd, "cls"), exist_ok=True)
+    else:
+        sbd_train, sbd_val = [], []
     labels, sizes = {}, {}
     for example_id in sorted(set(voc_train + voc_val + sbd_train + sbd_val)):
         sizes[example_id] = height, width = _size(rng, size)
@@ -93,12 +98,10 @@ def write_fake_voc(
         label = _rectangles(rng, *sizes[example_id], values=range(1, 21), boundary=IGNORE_INDEX)
         write_voc_palette_png(os.path.join(voc, "SegmentationClass", f"{example_id}.png"), label)
         labels[example_id] = label
-    for path, ids in (
-        (f"{voc}/ImageSets/Segmentation/train.txt", voc_train),
-        (f"{voc}/ImageSets/Segmentation/val.txt", voc_val),
-        (f"{sbd}/train.txt", sbd_train),
-        (f"{sbd}/val.txt", sbd_val),
-    ):
+    lists = [(f"{voc}/ImageSets/Segmentation/train.txt", voc_train), (f"{voc}/ImageSets/Segmentation/val.txt", voc_val)]
+    if with_sbd:
+        lists += [(f"{sbd}/train.txt", sbd_train), (f"{sbd}/val.txt", sbd_val)]
+    for path, ids in lists:
         with open(path, "w", encoding="utf-8") as handle:
             handle.write("".join(f"{i}\n" for i in ids))
     return labels

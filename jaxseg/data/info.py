@@ -102,6 +102,9 @@ class DatasetInfo:
       train_split, eval_split: the default TFDS split names for training and evaluation.
       sea_ignore_label: what ignore pixels become under the SEA evaluation protocol (VOC: 0, background);
         None keeps them ignored.
+      sea_image_size: side of the SEA paper's evaluation crop for this dataset (VOC 473, ADE20K 512), None
+        where the paper publishes no protocol.
+      eval_image_size: default evaluation size under the ``standard`` protocol (None: the prepared image size).
       needs_manual_dir: whether ``prepare`` reads the official archives from a manual directory.
     """
 
@@ -113,6 +116,8 @@ class DatasetInfo:
     eval_split: str
     ignore_index: int = IGNORE_INDEX
     sea_ignore_label: int | None = None
+    sea_image_size: int | None = None
+    eval_image_size: int | None = None
     needs_manual_dir: bool = True
 
 
@@ -126,6 +131,8 @@ def _build_infos() -> dict[str, DatasetInfo]:
             train_split="train_aug",
             eval_split="validation",
             sea_ignore_label=0,
+            sea_image_size=473,
+            eval_image_size=512,
         ),
         DatasetInfo(
             "ade20k",
@@ -134,6 +141,8 @@ def _build_infos() -> dict[str, DatasetInfo]:
             label_colormap(len(ADE20K_CLASSES)),
             train_split="train",
             eval_split="validation",
+            sea_image_size=512,
+            eval_image_size=512,
         ),
         DatasetInfo(
             "cityscapes",
@@ -142,6 +151,7 @@ def _build_infos() -> dict[str, DatasetInfo]:
             np.asarray(CITYSCAPES_COLORS, np.uint8),
             train_split="train",
             eval_split="validation",
+            eval_image_size=1024,
         ),
         DatasetInfo(
             "synthetic_shapes",

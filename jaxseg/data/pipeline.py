@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxseg.data.augment import PROTOCOLS, center_view, eval_preprocess, train_augment
 from jaxseg.data.info import IGNORE_INDEX, dataset_info
-from jaxseg.data.storage import open_split
+from jaxseg.data.storage import default_image_size, open_split
 
 # Batches assembled ahead of time by threads of the process (or worker) that builds them: PIL releases
 # the GIL while resizing, so two threads keep two cores busy; a few batches of lookahead are enough.
@@ -215,6 +215,25 @@ class EvalExample:
             sea_ignore_label=self.sea_ignore_label,
         )
         return {"image": image, "label": label, "index": index, "valid": True}
+
+
+def default_eval_view(name: str, attack: str | None = None, protocol: str | None = None,
+                      image_size: int | None = None) -> tuple[str, int]:
+    """The evaluation protocol and image size to use on dataset ``name`` when they are not given.
+
+    With ``attack == "sea"`` on a dataset whose SEA protocol is published (VOC: 473 px, ADE20K: 512 px) that
+    protocol and size are the default; otherwise ``"standard"`` at the dataset's own evaluation size
+    (``storage.default_image_size``). An explicit ``protocol`` / ``image_size`` is kept.
+    """
+    info = dataset_info(name)
+    if protocol is None:
+        protocol = "sea" if attack == "sea" and info.sea_image_size is not None else "standard"
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {protocol!r}; use one of {PROTOCOLS}")
+    if image_size is None:
+        use_sea_size = protocol == "sea" and info.sea_image_size is not None
+        image_size = info.sea_image_size if use_sea_size else default_image_size(name)
+    return protocol, int(image_size)
 
 
 def eval_batches(

@@ -37,7 +37,7 @@ class SplitStatistics:
         return self.pixel_counts / max(int(self.pixel_counts.sum()), 1)
 
     def to_json_dict(self) -> dict:
-        """Plain-Python form for JSON: counts, frequencies and weights keyed by class name."""
+        """Plain-Python form for JSON: counts and frequencies keyed by class name."""
         names = dataset_info(self.name).class_names
         return {
             "name": self.name,
@@ -49,9 +49,6 @@ class SplitStatistics:
             "max_size": list(self.max_size),
             "pixel_counts": {n: int(c) for n, c in zip(names, self.pixel_counts, strict=True)},
             "frequencies": {n: float(f) for n, f in zip(names, self.frequencies, strict=True)},
-            "class_weights": {
-                n: float(w) for n, w in zip(names, inverse_frequency_weights(self.pixel_counts), strict=True)
-            },
         }
 
 
@@ -94,7 +91,7 @@ def inverse_frequency_weights(pixel_counts: np.ndarray) -> np.ndarray:
 
 
 def class_weights(name: str, split: str, *, data_dir=None, num_examples: int | None = None) -> np.ndarray:
-    """The ``mask-ce-bal`` class weights (REFERENCE.md §1) of a split: float32 (K,), sum 1.
+    """Inverse-frequency class weights (the kind SEA's ``mask-ce-bal`` uses) of a split: float32 (K,), sum 1.
 
     w_c ∝ 1 / N_c with N_c the number of pixels of class c in the stored label maps of the first
     ``num_examples`` examples (None: all); ignored pixels (255) count for no class. A class with no pixels

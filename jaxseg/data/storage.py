@@ -98,6 +98,22 @@ def prepared_directory(name: str, data_dir=None) -> pathlib.Path:
     return pathlib.Path(*parts, str(builder_class.VERSION))
 
 
+def default_image_size(name: str) -> int:
+    """A dataset's evaluation size under the ``standard`` protocol: ``DatasetInfo.eval_image_size``, or for
+    ``synthetic_shapes`` the image size of its config (``synthetic_shapes/32px`` → 32; no config: 64)."""
+    info = dataset_info(name)
+    if info.eval_image_size is not None:
+        return info.eval_image_size
+    configs = {config.name: config for config in BUILDERS[info.name].BUILDER_CONFIGS}
+    config_name = name.split("/", 1)[1] if "/" in name else BUILDERS[info.name].BUILDER_CONFIGS[0].name
+    if config_name in configs:
+        return int(configs[config_name].image_size)
+    size = config_name.removesuffix("px")
+    if not size.isdigit():
+        raise ValueError(f"cannot tell the image size of {name!r}; pass it explicitly")
+    return int(size)
+
+
 def open_split(name: str, split: str, data_dir=None):
     """Random-access source of one prepared split: ``len(source)``, ``source[i]`` → example dict.
 
