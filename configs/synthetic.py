@@ -18,6 +18,7 @@ def get_config(arg: str = ""):
         config.attack.loss = "segpgd"
         config.attack.eps = 8 / 255
         config.attack.steps = 3
+        config.attack.random_start = True  # as segpgd_at_voc: SegPGD's uniform random start (Gu et al. 2022)
     if "quick" in options:
         apply_quick(config, size=32)
     return config

@@ -188,6 +188,12 @@ def default_config() -> ml_collections.ConfigDict:
     config.attack.step_size = 0.01
     config.attack.steps = 2
     config.attack.loss = "ce"
+    # Start of the training attack: False = delta 0, the clean image (PGD-AT / PIR-AT, Croce et al. 2024);
+    # True = a uniform point of the eps-ball (SegPGD, Gu et al. 2022, Algorithm 1).
+    config.attack.random_start = False
+    # segpgd-at only: "sum" = L_clean + L_adv, each a per-pixel mean over its half of the batch (Gu et al. 2022,
+    # Sec. 3.3); "mean" = one per-pixel mean over the concatenated half-clean/half-adversarial batch.
+    config.attack.segpgd_at_loss = "sum"
 
     config.evaluate = ml_collections.ConfigDict()
     config.evaluate.attack = "sea"

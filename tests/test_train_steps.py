@@ -1,5 +1,7 @@
-"""Training steps: the optimiser pieces, and one step sharded over 8 fake devices equals one device."""
+"""Training steps: the optimiser pieces, one step sharded over 8 fake devices equals one device, the SegPGD-AT
+objective and the training attack's start."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ from jaxseg import parallel
 from jaxseg.config import load_config
 from jaxseg.models import create_model, init_variables
 from jaxseg.train.state import create_optimizer, create_train_state, learning_rate_schedule, weight_decay_mask
-from jaxseg.train.steps import make_train_step, segmentation_cross_entropy
+from jaxseg.train.steps import adversarial_batch, make_train_step, segmentation_cross_entropy
 
 
 def test_schedule_warms_up_linearly_then_decays_to_zero():
@@ -74,3 +76,92 @@ def test_one_step_on_eight_devices_equals_one_device(recipe):
     # The step changed the parameters.
     assert not np.allclose(single_state.params["decode_head"]["classifier"]["kernel"],
                            variables["params"]["decode_head"]["classifier"]["kernel"])
+
+
+# --- SegPGD-AT (Gu et al., ECCV 2022, arXiv 2207.12391, Sec. 3.3) and the training attack's start -------------
+
+
+class _TinyAuxNet(nn.Module):
+    """Conv + BatchNorm trunk with a main and an auxiliary 1x1 head; the (logits, aux) interface of a Segmentor."""
+
+    num_classes: int = 3
+
+    @nn.compact
+    def __call__(self, images, train: bool = False):
+        x = nn.Conv(8, (3, 3))(images)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
+        logits = nn.Conv(self.num_classes, (1, 1), name="main")(x)
+        if not train:
+            return logits
+        return logits, nn.Conv(self.num_classes, (1, 1), name="aux")(x)
+
+
+def _tiny_setup(recipe, overrides=()):
+    config = load_config("synthetic:quick", [f"train.recipe={recipe}", "model.num_classes=3", "train.warmup_steps=0",
+                                             "train.optimizer=sgd", "train.learning_rate=0.1", *overrides])
+    model = _TinyAuxNet()
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=True)  # creates the aux head
+    rng = np.random.default_rng(0)
+    images = rng.random((4, 8, 8, 3), dtype=np.float32)
+    labels = rng.integers(0, 3, (4, 8, 8)).astype(np.int32)
+    labels[1, :2] = 255  # ignored pixels: each half's CE is a mean over its own labelled pixels
+    return config, model, variables, images, labels
+
+
+def test_segpgd_at_loss_is_clean_half_plus_adversarial_half():
+    # A deterministic attack (delta = 0 start, one step of size eps) so the adversarial half can be rebuilt by hand.
+    config, model, variables, images, labels = _tiny_setup(
+        "segpgd-at", ["attack.loss=segpgd", "attack.eps=8/255", "attack.step_size=8/255", "attack.steps=1",
+                      "attack.random_start=False"])
+    assert config.attack.segpgd_at_loss == "sum"
+    optimizer = create_optimizer(config.train)
+    step = jax.jit(make_train_step(model, optimizer, config))
+    state = create_train_state(variables, optimizer)
+    _, step_metrics = step(state, {"image": images, "label": labels}, jax.random.key(1))
+
+    attacked = adversarial_batch(model, variables, jnp.asarray(images[:2]), jnp.asarray(labels[:2]),
+                                 jax.random.key(2), config.attack)
+    assert not np.allclose(attacked, images[:2])
+    # One training-mode forward over [adversarial half; clean half] (BatchNorm on the mixed batch), then per half.
+    (logits, aux), _ = model.apply(variables, jnp.concatenate([attacked, images[2:]]), train=True,
+                                   mutable=["batch_stats"])
+    weight = config.train.auxiliary_weight
+
+    def half_loss(part):
+        return (segmentation_cross_entropy(logits[part], labels[part])
+                + weight * segmentation_cross_entropy(aux[part], labels[part]))
+
+    adversarial_loss, clean_loss = float(half_loss(slice(0, 2))), float(half_loss(slice(2, 4)))
+    np.testing.assert_allclose(float(step_metrics["loss"]), clean_loss + adversarial_loss, rtol=1e-5)
+    # Not the mean over the concatenated batch, (L_clean + L_adv) / 2 up to the halves' pixel counts.
+    mean_loss = float(segmentation_cross_entropy(logits, labels) + weight * segmentation_cross_entropy(aux, labels))
+    assert abs(float(step_metrics["loss"]) - mean_loss) > 0.4 * mean_loss
+
+    # attack.segpgd_at_loss="mean" keeps the one-mean objective.
+    config.attack.segpgd_at_loss = "mean"
+    _, mean_metrics = jax.jit(make_train_step(model, optimizer, config))(
+        state, {"image": images, "label": labels}, jax.random.key(1))
+    np.testing.assert_allclose(float(mean_metrics["loss"]), mean_loss, rtol=1e-5)
+
+
+@pytest.mark.parametrize("random_start", [True, False])
+def test_training_attack_start(random_start):
+    # Step size 0: the attack's iterate never moves, so the result is its starting point.
+    config, model, variables, images, labels = _tiny_setup(
+        "segpgd-at", ["attack.eps=8/255", "attack.step_size=0.0", "attack.steps=1",
+                      f"attack.random_start={random_start}"])
+    start = np.asarray(adversarial_batch(model, variables, jnp.asarray(images), jnp.asarray(labels),
+                                         jax.random.key(3), config.attack))
+    if random_start:
+        delta = start - images
+        assert np.all(np.abs(delta) <= 8 / 255 + 1e-6) and np.all((start >= 0) & (start <= 1))
+        assert np.mean(np.abs(delta) > 1 / 255) > 0.5  # spread over the ball, not the clean image
+    else:
+        np.testing.assert_array_equal(start, images)
+
+
+def test_recipes_set_the_published_attack_start():
+    assert load_config("segpgd_at_voc").attack.random_start  # Gu et al. 2022, Algorithm 1
+    assert load_config("synthetic:segpgd-at").attack.random_start
+    for name in ("pirat_voc", "pirat_ade20k", "synthetic:pgd-at"):  # PGD-AT / PIR-AT: delta = 0
+        assert not load_config(name).attack.random_start
