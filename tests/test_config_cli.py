@@ -50,3 +50,30 @@ def test_models_and_config_commands(capsys):
 def test_cli_reports_bad_overrides_with_exit_code_2(capsys):
     assert cli.main(["config", "synthetic", "train.nope=1"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, images, warmup_epochs", [
+    # Reference code github.com/nmndeep/Robust-Segmentation, configs/pascalvoc_convnext.yaml: N_ITERS 5, WARMUP 10.
+    ("pirat_voc", 10582, 10),
+    # configs/ade20k_convnext.yaml: WARMUP 5 (= the paper's Tab. 4 for 32 epochs); steps 5 as the paper's Tab. 2-3.
+    ("pirat_ade20k", 20210, 5),
+])
+def test_pirat_recipes_use_five_attack_steps_and_the_released_warmup(name, images, warmup_epochs):
+    config = load_config(name)
+    assert config.train.recipe == "pgd-at"
+    assert config.attack.steps == 5
+    assert not config.attack.random_start  # PGD from delta = 0
+    assert config.train.warmup_steps == warmup_epochs * images // config.train.batch_size
+    for variant in (f"{name}:2step", f"{name}:t,2step", f"{name}:s,2step"):
+        two_step = load_config(variant)
+        assert two_step.attack.steps == 2
+        assert two_step.train.warmup_steps == config.train.warmup_steps
+        assert two_step.train.steps == config.train.steps
+    assert load_config(f"{name}:s").attack.steps == 5
+
+
+def test_pirat_clean_init_warmup_scales_with_its_epochs():
+    # VOC 300 epochs: the reference code's 1/5 ratio (60 epochs); ADE20K 128 epochs: 20 (paper Tab. 4).
+    voc, ade = load_config("pirat_voc:clean-init"), load_config("pirat_ade20k:clean-init")
+    assert voc.train.warmup_steps == 60 * 10582 // 128 and voc.train.steps == 300 * 10582 // 128
+    assert ade.train.warmup_steps == 20 * 20210 // 128 and ade.train.steps == 128 * 20210 // 128
