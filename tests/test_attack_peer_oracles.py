@@ -32,9 +32,16 @@ def _linear_problem(seed=0, shape=(2, 5, 6)):
     return images, labels, weights, bias
 
 
+def linear_logits(variables, x):
+    """The JAX model as ``(variables, images) -> logits``: one function object, so attacks on problems of the
+    same shape reuse their compiled programs across tests."""
+    weights, bias = variables
+    return x @ weights + bias
+
+
 def _jax_model(weights, bias):
-    weights, bias = jnp.asarray(weights), jnp.asarray(bias)
-    return lambda x: x @ weights + bias
+    variables = (jnp.asarray(weights), jnp.asarray(bias))
+    return lambda x: linear_logits(variables, x)
 
 
 def _torch_model(weights, bias):
@@ -140,8 +147,9 @@ def test_padam_matches_the_reference_loop(loss_name):
     key = jax.random.PRNGKey(4)
     # The reference draws its start with torch's RNG; both loops start from jaxseg's draw here.
     start = np.array(threat.random_start(key, jnp.asarray(images), EPS, "linf"))
-    expected = _torch_padam(images, labels, start, weights, bias, loss_name, iterations=6)
-    result = attacks.padam(_jax_model(weights, bias), images, labels, key, eps=EPS, iterations=6, loss=loss_name)
+    expected = _torch_padam(images, labels, start, weights, bias, loss_name, iterations=4)
+    result = attacks.padam(linear_logits, images, labels, key, eps=EPS, iterations=4, loss=loss_name,
+                           variables=(weights, bias))
     np.testing.assert_allclose(np.asarray(result.adversarial), expected, atol=2e-6, rtol=0)
     assert np.abs(expected - images).max() > EPS / 2  # the attack moved
 
@@ -163,11 +171,13 @@ def test_padam_returns_the_last_iterate_by_default():
 
     for _ in range(iterations):
         x, state = manual_step(x, state)
-    default = attacks.padam(logits_fn, images, labels, key, eps=EPS, iterations=iterations)
+    default = attacks.padam(linear_logits, images, labels, key, eps=EPS, iterations=iterations,
+                            variables=(weights, bias))
     np.testing.assert_allclose(np.asarray(default.adversarial), np.asarray(x), atol=1e-6, rtol=0)
     predicted = np.asarray(logits_fn(default.adversarial)).argmax(-1)
     np.testing.assert_array_equal(np.asarray(default.statistics.correct), (predicted == labels).sum((1, 2)))
-    best = attacks.padam(logits_fn, images, labels, key, eps=EPS, iterations=iterations, keep="accuracy")
+    best = attacks.padam(linear_logits, images, labels, key, eps=EPS, iterations=iterations, keep="accuracy",
+                         variables=(weights, bias))
     assert np.all(np.asarray(best.statistics.pixel_accuracy) <= np.asarray(default.statistics.pixel_accuracy))
 
 
@@ -177,7 +187,8 @@ def _random_logits(seed=6, shape=(2, 6, 7)):
     labels = rng.integers(0, K, shape).astype(np.int32)
     target = ((labels + rng.integers(1, K, shape)) % K).astype(np.int32)
     boost = rng.uniform(size=shape) < 0.5  # make about half the pixels correct
-    np.put_along_axis(logits, labels[..., None], np.take_along_axis(logits, labels[..., None], -1) + 4 * boost[..., None], -1)
+    index = labels[..., None]
+    np.put_along_axis(logits, index, np.take_along_axis(logits, index, -1) + 4 * boost[..., None], -1)
     return logits, labels, target
 
 
@@ -271,8 +282,8 @@ def test_segpgd_and_cospgd_steps_match_the_cospgd_package(name, norm):
     attack = {"segpgd": attacks.segpgd, "cospgd": attacks.cospgd}[name]
     options = dict(activation="softmax") if name == "cospgd" else {}  # the package's ψ
     # Defaults only: α (0.01 Linf, 0.1 L2), random start and the last iterate come from the attack itself.
-    result = attack(_jax_model(weights, bias), images, labels, key, eps=eps, iterations=iterations, norm=norm,
-                    **options)
+    result = attack(linear_logits, images, labels, key, eps=eps, iterations=iterations, norm=norm,
+                    variables=(weights, bias), **options)
     np.testing.assert_allclose(np.asarray(result.adversarial), expected, atol=1e-6, rtol=0)
     assert np.abs(expected - start).max() > alpha / 2  # the steps moved
 
@@ -284,27 +295,32 @@ def test_segpgd_and_cospgd_defaults_are_the_papers(name):
     logits_fn = _jax_model(weights, bias)
     key, iterations = jax.random.PRNGKey(11), 3
     images_j, labels_j = jnp.asarray(images), jnp.asarray(labels)
-    x = threat.random_start(key, images_j, EPS, "linf")
-    for t in range(iterations):
+
+    @jax.jit
+    def manual_step(x, t):
         def total(x):
             return jnp.sum(losses.image_loss(name, logits_fn(x), labels_j, iteration=t, iterations=iterations))
 
-        x = threat.project(x + 0.01 * jnp.sign(jax.grad(total)(x)), images_j, EPS, "linf")
+        return threat.project(x + 0.01 * jnp.sign(jax.grad(total)(x)), images_j, EPS, "linf")
+
+    x = threat.random_start(key, images_j, EPS, "linf")
+    for t in range(iterations):
+        x = manual_step(x, t)
     attack = {"segpgd": attacks.segpgd, "cospgd": attacks.cospgd}[name]
-    result = attack(logits_fn, images, labels, key, eps=EPS, iterations=iterations)
+    variables = (weights, bias)
+    result = attack(linear_logits, images, labels, key, eps=EPS, iterations=iterations, variables=variables)
     np.testing.assert_allclose(np.asarray(result.adversarial), np.asarray(x), atol=1e-7, rtol=0)
-    explicit = attack(logits_fn, images, labels, key, eps=EPS, iterations=iterations, step_size=0.01, keep="last",
-                      random_start=True)
+    explicit = attack(linear_logits, images, labels, key, eps=EPS, iterations=iterations, step_size=0.01,
+                      keep="last", random_start=True, variables=variables)
     np.testing.assert_array_equal(np.asarray(result.adversarial), np.asarray(explicit.adversarial))
 
 
 def test_pgd_defaults_are_eps_over_4_and_the_lowest_accuracy_iterate():
     images, labels, weights, bias = _linear_problem(seed=12)
-    logits_fn = _jax_model(weights, bias)
-    key = jax.random.PRNGKey(13)
-    default = attacks.pgd(logits_fn, images, labels, key, eps=EPS, iterations=4)
-    explicit = attacks.pgd(logits_fn, images, labels, key, eps=EPS, iterations=4, step_size=EPS / 4,
-                           keep="accuracy", random_start=True)
+    key, variables = jax.random.PRNGKey(13), (weights, bias)
+    default = attacks.pgd(linear_logits, images, labels, key, eps=EPS, iterations=4, variables=variables)
+    explicit = attacks.pgd(linear_logits, images, labels, key, eps=EPS, iterations=4, step_size=jnp.float32(EPS) / 4,
+                           keep="accuracy", random_start=True, variables=variables)
     np.testing.assert_array_equal(np.asarray(default.adversarial), np.asarray(explicit.adversarial))
     accuracy = np.asarray(default.statistics.pixel_accuracy)
     assert np.all(accuracy <= np.asarray(default.accuracy_history).min(0) + 1e-7)
