@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 
 import tensorflow_datasets as tfds
 
@@ -108,10 +109,10 @@ def default_image_size(name: str) -> int:
     config_name = name.split("/", 1)[1] if "/" in name else BUILDERS[info.name].BUILDER_CONFIGS[0].name
     if config_name in configs:
         return int(configs[config_name].image_size)
-    size = config_name.removesuffix("px")
-    if not size.isdigit():
+    size = re.match(r"(\d+)px", config_name)  # synthetic_config names start with the size: 40px, 16px-n12-4-2-seed0
+    if size is None:
         raise ValueError(f"cannot tell the image size of {name!r}; pass it explicitly")
-    return int(size)
+    return int(size.group(1))
 
 
 def open_split(name: str, split: str, data_dir=None):
