@@ -136,7 +136,8 @@ def _add_model_and_data_arguments(parser) -> None:
     parser.add_argument("--attack", default="sea", choices=ATTACKS, help="attack (default: sea)")
     parser.add_argument("--norm", default="linf", help="threat model: linf or l2")
     parser.add_argument("--iterations", type=int, help="iterations per attack run (default: the attack's own)")
-    parser.add_argument("--step-size", type=str, help="PGD-family step size, e.g. 0.01 or 2/255 (default eps/4)")
+    parser.add_argument("--step-size", type=str, help="PGD-family step size, e.g. 0.01 or 2/255 (default: the attack paper's, eps/4 for "
+                        "PGD, 0.01 for SegPGD and CosPGD)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per compiled batch (default 8)")
     parser.add_argument("--num-examples", type=int, help="evaluate only the first N examples")
     parser.add_argument("--seed", type=int, default=0, help="attack and worst-case search seed")

@@ -64,10 +64,9 @@ def run_attack(attack: str, logits_fn, images, labels, key, *, eps: float, norm:
         keys = jax.random.split(key, len(PADAM_COMPONENT_LOSSES))
         results = [attacks.padam(logits_fn, images, labels, k, loss=name, **shared)
                    for name, k in zip(PADAM_COMPONENT_LOSSES, keys)]
-    else:
-        loss = {"pgd": "ce", "segpgd": "segpgd", "cospgd": "cospgd"}[attack]
-        results = [attacks.pgd(logits_fn, images, labels, key, loss=loss, keep="accuracy", step_size=step_size,
-                               **shared)]
+    else:  # each with its paper's defaults (step size, which iterate is kept) unless step_size is given
+        function = {"pgd": attacks.pgd, "segpgd": attacks.segpgd, "cospgd": attacks.cospgd}[attack]
+        results = [function(logits_fn, images, labels, key, step_size=step_size, **shared)]
     return jnp.stack([r.adversarial for r in results]), stack_statistics([r.statistics for r in results])
 
 

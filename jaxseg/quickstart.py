@@ -299,7 +299,7 @@ def evaluation_settings(budget: Budget, step: int) -> dict:
     """What an evaluation's results depend on; stored with them so stale results are recomputed."""
     return {"checkpoint_step": int(step), "eval_examples": budget.eval_examples, "radii_255": list(budget.radii),
             "sea_iterations": budget.sea_iterations, "image_size": budget.image_size,
-            "example_radius_255": budget.example_radius}
+            "example_radius_255": budget.example_radius, "class_weights": "dataset", "worst_case_rules": 2}
 
 
 def evaluate_model(name: str, run_dir: str | Path, out_dir: str | Path, budget: Budget, dataset: str,
@@ -334,10 +334,14 @@ def evaluate_model(name: str, run_dir: str | Path, out_dir: str | Path, budget: 
                                  protocol="standard", image_size=budget.image_size, num_examples=budget.eval_examples)
 
     radii = [r / 255 for r in budget.radii]
+    weights = data.dataset_class_weights(dataset, str(data_dir))
     bar = make_bar(f"evaluate {name} (SEA, {len(radii)} radii)", budget.eval_examples, "img")
     try:
         results = evaluate.evaluate(logits_fn, batches(), variables=variables, attack="sea", eps=radii,
-                                    iterations=budget.sea_iterations, seed=0, progress=bar.update)
+                                    iterations=budget.sea_iterations, seed=0, class_weights=weights,
+                                    data_description={"dataset": dataset, "split": "validation", "protocol": "standard",
+                                                      "image_size": budget.image_size},
+                                    progress=bar.update)
     finally:
         bar.close()
     first = next(iter(batches()))
@@ -345,7 +349,7 @@ def evaluate_model(name: str, run_dir: str | Path, out_dir: str | Path, budget: 
     images, labels = np.asarray(first["image"], np.float32), np.asarray(first["label"], np.int32)
     adversarial, statistics = evaluate.run_attack(
         "sea", logits_fn, images, labels, jax.random.PRNGKey(1), eps=budget.example_radius / 255, norm="linf",
-        iterations=budget.sea_iterations, variables=variables)
+        iterations=budget.sea_iterations, variables=variables, class_weights=weights.values)
     adversarial, _ = evaluate.worst_adversarial(adversarial, statistics)
     arrays = {
         "images": images, "labels": labels, "adversarial": np.asarray(adversarial),
@@ -633,13 +637,14 @@ def _load(machine: dict) -> str:
 
 
 def results_table(results: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (strings, %) of clean/robust aAcc and mIoU per radius for every model."""
+    """Header and rows (strings, %) of clean/robust aAcc, mIoU and mAcc per radius for every model."""
     names = list(results)
-    header = ["SEA radius"] + [f"{MODEL_TITLES.get(n, n)} model {m} (%)" for n in names for m in ("aAcc", "mIoU")]
-    rows = [["clean images"] + [_percent(results[n]["clean"][m]) for n in names for m in ("aAcc", "mIoU")]]
+    columns = ("aAcc", "mIoU", "mAcc")
+    header = ["SEA radius"] + [f"{MODEL_TITLES.get(n, n)} model {m} (%)" for n in names for m in columns]
+    rows = [["clean images"] + [_percent(results[n]["clean"][m]) for n in names for m in columns]]
     for index, row in enumerate(results[names[0]]["robust"]):
         rows.append([f"{row['eps_255']:g}/255"]
-                    + [_percent(results[n]["robust"][index][m]) for n in names for m in ("aAcc", "mIoU")])
+                    + [_percent(results[n]["robust"][index][m]) for n in names for m in columns])
     return header, rows
 
 
@@ -678,10 +683,12 @@ def _report_sections(state: dict) -> list[tuple[str, str, object]]:
                          "–" if s["final_loss"] is None else f"{s['final_loss']:.3f}",
                          _percent(s["final_pixel_accuracy"])] for n, s in training.items()])),
         ("h", "Robustness under SEA", None),
-        ("p", "", f"Clean and robust pooled pixel accuracy (aAcc) and mean IoU (mIoU) on the first "
-         f"{budget['eval_examples']} validation images; SEA with {budget['sea_iterations']} iterations per "
-         f"component at Linf radii {radii}. The 0/255 row attacks with an empty budget and must equal the clean "
-         "row. JSON: eval/<model>/results.json."),
+        ("p", "", f"Clean and robust pooled pixel accuracy (aAcc), mean IoU (mIoU) and mean class accuracy (mAcc) "
+         f"on the first {budget['eval_examples']} validation images; SEA with {budget['sea_iterations']} iterations "
+         f"per component at Linf radii {radii}, mask-ce-bal weighted by the training split's inverse class "
+         "frequencies, worst-case mIoU by the SEA reference code's search. The 0/255 row attacks with an empty "
+         "budget and must equal the clean row. JSON: eval/<model>/results.json (also jaxseg's stronger greedy "
+         "worst-case mIoU and the per-image aAcc)."),
         ("table", "", results_table(results)),
         ("figure", "Robust aAcc and mIoU against the radius", FIGURES["robustness"]),
         ("figure", f"SEA adversarial examples at {budget['example_radius']:g}/255", FIGURES["adversarial"]),

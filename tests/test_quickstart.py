@@ -45,6 +45,7 @@ def test_report_figures_and_results(first_run):
         content = (workdir / "figures" / filename).read_bytes()
         assert content.startswith(PNG_SIGNATURE) and len(content) > 2000
     report = (workdir / "report.md").read_text()
+    assert "model mAcc (%)" in report
     for filename in quickstart.FIGURES.values():
         assert f"figures/{filename}" in report
     page = (workdir / "report.html").read_text()
@@ -56,7 +57,8 @@ def test_report_figures_and_results(first_run):
         assert [row["eps_255"] for row in results["robust"]] == pytest.approx(budget.radii)
         clean = results["clean"]
         for scores in [clean] + results["robust"]:
-            assert 0.0 <= scores["aAcc"] <= 1.0 and 0.0 <= scores["mIoU"] <= 1.0
+            assert 0.0 <= scores["aAcc"] <= 1.0 and 0.0 <= scores["mIoU"] <= 1.0 and 0.0 <= scores["mAcc"] <= 1.0
+        assert results["class_weights"]["mode"] == "dataset" and len(results["class_weights"]["values"]) == 6
         unattacked = results["robust"][0]
         assert unattacked["eps"] == 0.0
         assert unattacked["aAcc"] == pytest.approx(clean["aAcc"], abs=1e-3)

@@ -1,5 +1,5 @@
 """SEA, the Segmentation Ensemble Attack (Croce, Singh, Hein, "Towards Reliable Evaluation and Fast Training of
-Robust Semantic Segmentation Models", ECCV 2024; docs/algorithms.md).
+Robust Semantic Segmentation Models", ECCV 2024; docs/sea_evaluation.md).
 
 ``sea_attack`` runs the three APGD attacks (losses ``mask-ce-bal``, ``mask-ce``, ``js``; 300 iterations,
 red-eps, random start, track loss = unmasked CE) on a batch. ``worst_case`` combines the per-image statistics
