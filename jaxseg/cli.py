@@ -154,6 +154,9 @@ def _add_evaluate(subparsers) -> None:
     )
     _add_model_and_data_arguments(parser)
     parser.add_argument("--eps", default="4/255", help="comma-separated radii on the [0, 1] scale (default 4/255)")
+    parser.add_argument("--attacked-only", action="store_true",
+                        help="score the attacked images alone (as the SEA reference code does) instead of, per image, "
+                        "the worse of the clean and the attacked prediction")
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -219,7 +222,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         results = evaluate.evaluate(
             attacks.logits_function(model), batches, variables=variables, attack=args.attack, eps=radii,
             norm=args.norm, iterations=args.iterations, step_size=step_size, seed=args.seed, class_weights=weights,
-            compute_dtype=args.compute_dtype, data_description=description, progress=bar.update,
+            compute_dtype=args.compute_dtype, data_description=description,
+            clean_in_worst_case=not args.attacked_only, progress=bar.update,
         )
     results["model"] = args.model
     json_path, markdown_path = evaluate.write_results(results, args.out)
@@ -295,7 +299,9 @@ def _strip_config_prefix(overrides: list[str]) -> list[str]:
 def _add_train(subparsers) -> None:
     parser = subparsers.add_parser(
         "train", help="train a segmentation model (clean, PGD-AT, PIR-AT, SegPGD-AT) from a config",
-        description="Train from a config; resumes from the latest checkpoint in --workdir. "
+        description="Train from a config; resumes from the latest checkpoint in --workdir. Everything (config, "
+        "data, checkpoint compatibility) is checked before anything is written there. On SIGTERM the run saves "
+        "and exits with status 143; running the same command again resumes it. "
         "Example: jaxseg train synthetic:pgd-at --workdir runs/at --config.train.steps=300",
     )
     parser.add_argument("config", help="config name or path with optional :arg (e.g. synthetic:pgd-at)")
@@ -307,6 +313,10 @@ def _add_train(subparsers) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    """Exit codes: 0 trained, 143 (128 + SIGTERM) stopped by a pre-emption after saving (resumes when run
+    again), 1 the work directory cannot be written, 2 a bad config, data or checkpoint (nothing written)."""
+    import signal
+
     from tqdm import tqdm
 
     from jaxseg import parallel
@@ -326,11 +336,31 @@ def _run_train(args: argparse.Namespace) -> int:
                  or k.endswith("mIoU")}
         bar.set_postfix(shown, refresh=True)
 
-    summary = train(config, args.workdir, on_step=on_step)
+    try:
+        summary = train(config, args.workdir, on_step=on_step)
+    except OSError as error:  # an unwritable work directory, a full disk (FileNotFoundError: main reports it)
+        if isinstance(error, FileNotFoundError):
+            raise
+        bar.close()
+        print(f"jaxseg train: error: {error}", file=sys.stderr)
+        return 1
     bar.close()
+    code = 0
+    if summary["status"] == "preempted":
+        code = 128 + int(signal.SIGTERM)  # 143: what a process killed by SIGTERM reports; schedulers requeue it
+        if summary["checkpoint_step"] is None:
+            summary["message"] = (f"stopped by SIGTERM before the first step; nothing to save; starting again "
+                                  f"begins at step 0 (exit code {code})")
+        else:
+            summary["message"] = (
+                f"stopped by SIGTERM at step {summary['step']} of {config.train.steps}; saved the checkpoint of "
+                f"step {summary['checkpoint_step']} in {args.workdir}; the run will resume from it when started "
+                f"again with the same command (exit code {code}, so that schedulers requeue it)"
+            )
+        print(f"jaxseg train: {summary['message']}", file=sys.stderr)
     if jax.process_index() == 0:
         print(json.dumps(summary, indent=2))
-    return 0
+    return code
 
 
 def _add_data(subparsers) -> None:

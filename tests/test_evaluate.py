@@ -118,3 +118,23 @@ def test_cli_attack_saves_adversarial_examples(tmp_path):
         np.testing.assert_array_equal(saved["images"], images)
         assert np.abs(saved["adversarial"] - images).max() <= 8 / 255 + 1e-6
         assert saved["adversarial_prediction"].shape == labels.shape
+
+
+def test_robust_scores_are_never_above_clean_ones():
+    # A model whose prediction is a step of the mean colour, with no gradient: the attack's random start
+    # pushes about half of the pixels over the step, which makes them *correct* (labels are all class 1).
+    def logits_fn(images):
+        score = jax.lax.stop_gradient((images.mean(-1) > 0.5).astype(np.float32))
+        return np.float32(10.0) * jax.numpy.stack([1 - score, score], -1)
+
+    images = np.full((2, 8, 8, 3), 0.499, np.float32)
+    labels = np.ones((2, 8, 8), np.int32)
+    common = dict(attack="pgd", eps=(4 / 255,), iterations=1)
+    attacked_only = evaluate.evaluate(logits_fn, evaluate.array_batches(images, labels, 2), clean_in_worst_case=False,
+                                      **common)
+    assert attacked_only["clean"]["aAcc"] == 0 and attacked_only["robust"][0]["aAcc"] > 0.2
+    assert attacked_only["robust"][0]["clean_kept"] == 0
+    results = evaluate.evaluate(logits_fn, evaluate.array_batches(images, labels, 2), **common)
+    row = results["robust"][0]
+    assert row["aAcc"] == 0 and row["components"]["pgd-ce"]["aAcc"] == 0 and row["clean_kept"] == 2
+    assert results["clean_in_worst_case"] and "clean kept in 2" in evaluate.results_markdown(results)
