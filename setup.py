@@ -33,9 +33,9 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "cospgd>=0.1.3"],
+        "test": ["pytest>=8", "hypothesis>=6.100"],
         # PyTorch is only needed to read .pt/.pth files and for the parity tests; never at run time.
-        "torch": ["torch>=2.4", "torchvision", "timm>=1.0"],
+        "torch": ["torch>=2.4", "torchvision", "timm>=1.0", "cospgd>=0.1.3"],
     },
     entry_points={"console_scripts": ["jaxseg=jaxseg.cli:main"]},
 )
