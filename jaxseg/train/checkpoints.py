@@ -7,8 +7,10 @@ Layout of a work directory::
     workdir/best/<step>/          the same for the best step by ``train.best_metric`` (kept: 1)
 
 Saves are asynchronous and atomic (Orbax writes to a temporary directory and renames), so a run killed
-mid-save resumes from the previous complete checkpoint. Restoring takes an abstract state whose shardings
-may come from a different mesh than the one that saved it.
+mid-save resumes from the previous complete checkpoint; the temporary directories such a kill leaves behind
+are removed when the next run opens the directory for writing. Restoring takes an abstract state whose
+shardings may come from a different mesh than the one that saved it. ``restore_latest`` reads without
+creating or changing anything, so a run can check and restore its checkpoint before it writes.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class TrainingCheckpoints:
         self.best_metric = best_metric
         self.latest = ocp.CheckpointManager(
             workdir / TRAIN_CHECKPOINTS_DIR,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True),
         )
         self.best = None
         if best_metric:
@@ -63,11 +65,25 @@ class TrainingCheckpoints:
                 workdir / BEST_DIR,
                 options=ocp.CheckpointManagerOptions(
                     max_to_keep=1, best_fn=lambda m: float(m[best_metric]), best_mode="max", create=True,
+                    cleanup_tmp_directories=True,
                 ),
             )
 
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
+
+    def discard_after(self, step: int) -> list[int]:
+        """Delete the checkpoints (latest and best) of steps after ``step``: those a killed run saved beyond the
+        checkpoint it is resumed from (a best checkpoint written just before the latest one was). The resumed
+        run recreates them; returns the deleted steps."""
+        deleted = []
+        for manager in (self.latest, self.best):
+            if manager is None:
+                continue
+            for later in [s for s in manager.all_steps() if s > step]:
+                manager.delete(later)
+                deleted.append(later)
+        return deleted
 
     @staticmethod
     def _save_args(state, data_iterator, config):
@@ -112,15 +128,7 @@ class TrainingCheckpoints:
         step = self.latest.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.latest.directory}")
-        state_directory = Path(self.latest.directory) / str(step) / "state"
-        with ocp.StandardCheckpointer() as checkpointer:
-            saved = checkpointer.metadata(state_directory)
-        raise_on_mismatch(state_directory.parent, getattr(saved, "item_metadata", saved), abstract_state)
-        items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if data_iterator is not None:
-            items["data"] = _data_restore(data_iterator)
-        restored = self.latest.restore(step, args=ocp.args.Composite(**items))
-        return restored["state"]
+        return _restore(self.latest, step, abstract_state, data_iterator)
 
     def wait(self) -> None:
         with self._reporting_write_errors(self.latest.latest_step()):
@@ -132,6 +140,55 @@ class TrainingCheckpoints:
         self.latest.close()
         if self.best is not None:
             self.best.close()
+
+
+def _restore(manager, step: int, abstract_state, data_iterator):
+    """Check the saved parameter names and shapes against ``abstract_state`` (a ``ValueError`` listing every
+    difference), then restore the state and, if given, the iterator position."""
+    state_directory = Path(manager.directory) / str(step) / "state"
+    with ocp.StandardCheckpointer() as checkpointer:
+        saved = checkpointer.metadata(state_directory)
+    raise_on_mismatch(state_directory.parent, getattr(saved, "item_metadata", saved), abstract_state)
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+        items["data"] = _data_restore(data_iterator)
+    return manager.restore(step, args=ocp.args.Composite(**items))["state"]
+
+
+def _read_only_manager(directory: Path) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+
+
+def latest_step(workdir: str | Path) -> int | None:
+    """The step of the latest complete training checkpoint in ``workdir`` (None without one); writes nothing."""
+    directory = Path(workdir).resolve() / TRAIN_CHECKPOINTS_DIR
+    if not directory.is_dir():
+        return None
+    manager = _read_only_manager(directory)
+    try:
+        return manager.latest_step()
+    finally:
+        manager.close()
+
+
+def restore_latest(workdir: str | Path, abstract_state, data_iterator=None) -> tuple[int | None, object]:
+    """``(step, state)`` of the latest complete checkpoint in ``workdir``, or ``(None, None)`` without one.
+
+    Reads only (a read-only Orbax manager; no directory is created), so a run can check compatibility and
+    restore before it writes anything. A checkpoint of another model raises ``ValueError`` listing the
+    mismatched parameters; the iterator, if given, continues after the saved position.
+    """
+    directory = Path(workdir).resolve() / TRAIN_CHECKPOINTS_DIR
+    if not directory.is_dir():
+        return None, None
+    manager = _read_only_manager(directory)
+    try:
+        step = manager.latest_step()
+        if step is None:
+            return None, None
+        return step, _restore(manager, step, abstract_state, data_iterator)
+    finally:
+        manager.close()
 
 
 def load_training_variables(workdir: str | Path, target=None, shardings=None, best: bool = False) -> tuple[dict, dict]:

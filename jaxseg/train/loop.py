@@ -1,16 +1,42 @@
 """The training driver: one config → a trained, checkpointed, evaluated model in ``workdir``.
 
 Runs unchanged on one CPU, several local devices, or many hosts (each process feeds its share of the global
-batch). Resumes from the latest checkpoint in ``workdir``; on SIGTERM (pre-emption) it saves and returns.
-Writes ``config.json``, ``metrics.jsonl`` (one JSON object per logged step and per evaluation) and TensorBoard
-event files under ``tensorboard/`` (process 0 only). Library code: it reports progress through ``on_step``
-instead of printing.
+batch). Resumes from the latest checkpoint in ``workdir``. Library code: it reports progress through
+``on_step`` instead of printing, and pre-emption through the summary it returns (never ``sys.exit``).
+
+**Nothing is written before everything is checked.** ``train`` first validates the config (``check_config``),
+opens the training and evaluation data, traces the compiled steps on abstract inputs (a bad model option or
+attack setting fails here), checks that the work directory can be written, and checks and restores the
+latest checkpoint (parameter names and shapes; a mismatch lists every difference). Only then does it create
+or change anything in ``workdir``, so a run that fails any of these checks leaves the directory exactly as
+it was (``config.json`` keeps describing the checkpoints next to it).
+
+**Run records hold every step once, across any number of restarts.** Process 0 writes ``config.json``,
+``metrics.jsonl`` (one JSON object per logged step and per evaluation) and TensorBoard event files under
+``tensorboard/``. A run killed after its last checkpoint has logged steps that the resumed run will log again,
+so on every start the records are *truncated to the restored step* S (0 for a fresh start) before anything
+new is written: rows with ``step`` > S are dropped from ``metrics.jsonl``, and each existing event file is
+rewritten (to a temporary file, then renamed over the old one, so a kill during the rewrite leaves either
+the old or the new file) keeping only records of steps <= S; event files left with no summaries are removed.
+A best checkpoint of a step after S (saved just before the kill, while the latest checkpoint of that step
+was not yet complete) is deleted too; the resumed run recreates it. The new event file then starts with
+TensorBoard's restart marker (tensorboardX's ``purge_step=S + 1``, a
+``SessionLog.START`` event), so a TensorBoard already showing the orphaned steps drops them too (its
+``EventAccumulator`` purges steps >= the marker's). Raw readers of the files see each step once without
+relying on that marker.
+
+**Pre-emption.** SIGTERM (from the moment ``train`` starts) sets a flag checked between steps: the run saves
+a checkpoint of the current step if it has none, waits for the save to finish and returns a summary with
+``status`` 'preempted' and ``checkpoint_step``; ``jaxseg train`` turns that into exit code 143 (128 + 15)
+so that schedulers requeue it, and running the same command again resumes from that checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import struct
 import time
 from pathlib import Path
 from typing import Callable
@@ -24,9 +50,13 @@ from jaxseg import metrics, parallel
 from jaxseg.checkpoint import load_variables
 from jaxseg.config import model_options, save_config
 from jaxseg.models import create_model, init_variables
-from jaxseg.train.checkpoints import TrainingCheckpoints
+from jaxseg.train.checkpoints import TrainingCheckpoints, restore_latest
 from jaxseg.train.state import TrainState, create_optimizer, create_train_state
-from jaxseg.train.steps import make_eval_step, make_train_step
+from jaxseg.train.steps import RECIPES, make_eval_step, make_train_step
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+EVALUATION_METRICS = ("clean_aAcc", "clean_mIoU", "robust_aAcc", "robust_mIoU")
 
 
 def build_model(model_config):
@@ -95,16 +125,159 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-class _MetricWriter:
-    """JSON lines plus TensorBoard scalars (tensorboardX, no TensorFlow); only process 0 writes."""
+def _require(condition: bool, field: str, value, expected: str) -> None:
+    if not condition:
+        raise ValueError(f"config field {field} must be {expected}; got {value!r}")
 
-    def __init__(self, workdir: Path):
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_config(config) -> None:
+    """``ValueError`` naming the field for the settings a run would otherwise only trip over mid-run (a zero
+    logging interval, an unknown recipe, attack loss or best metric, a negative radius). The model, mesh, batch
+    and data settings are checked by building them (``train`` does that before writing anything)."""
+    from jaxseg.attacks.losses import LOSSES
+    from jaxseg.attacks.threat import NORMS
+    from jaxseg.data.augment import PROTOCOLS
+
+    train_config, attack = config.train, config.attack
+    for field in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        value = train_config[field]
+        _require(_is_int(value) and value >= 1, f"train.{field}", value, "a positive integer")
+    for field in ("warmup_steps", "eval_examples", "robust_eval_iterations"):
+        value = train_config[field]
+        _require(_is_int(value) and value >= 0, f"train.{field}", value, "an integer >= 0")
+    _require(train_config.recipe in RECIPES, "train.recipe", train_config.recipe, f"one of {RECIPES}")
+    _require(train_config.best_metric in ("", *EVALUATION_METRICS), "train.best_metric", train_config.best_metric,
+             f"'' (no best checkpoint) or one of {EVALUATION_METRICS}")
+    _require(attack.norm in NORMS, "attack.norm", attack.norm, f"one of {NORMS}")
+    _require(float(attack.eps) >= 0, "attack.eps", attack.eps, ">= 0")
+    if train_config.recipe != "clean":
+        _require(attack.loss in LOSSES, "attack.loss", attack.loss, f"one of {tuple(LOSSES)}")
+        _require(_is_int(attack.steps) and attack.steps >= 1, "attack.steps", attack.steps, "a positive integer")
+        _require(float(attack.step_size) > 0, "attack.step_size", attack.step_size, "> 0")
+    data = config.data
+    for field in ("crop_size", "base_size", "eval_size"):
+        _require(_is_int(data[field]) and data[field] >= 1, f"data.{field}", data[field], "a positive integer")
+    _require(data.eval_protocol in PROTOCOLS, "data.eval_protocol", data.eval_protocol, f"one of {PROTOCOLS}")
+    classes = config.model.num_classes
+    _require(_is_int(classes) and classes >= 1, "model.num_classes", classes, "a positive integer")
+
+
+def check_data(config) -> None:
+    """Open the evaluation split (the training split is opened by its iterator) and check that the model has
+    an output for every class of the dataset; ``FileNotFoundError``/``ValueError`` otherwise."""
+    data = config.data
+    dataset_classes = datasets.dataset_info(data.name).num_classes
+    if int(config.model.num_classes) < dataset_classes:
+        raise ValueError(
+            f"model.num_classes={config.model.num_classes} is fewer than the {dataset_classes} classes of "
+            f"{data.name}; its labels would fall outside the model's outputs"
+        )
+    source = datasets.open_split(data.name, data.eval_split, data.data_dir or None)
+    if len(source) == 0:
+        raise ValueError(f"the evaluation split {data.eval_split!r} of {data.name} is empty")
+
+
+# --- run records: truncation on resume -------------------------------------------------------------------
+
+
+def _replace_atomically(path: Path, content: bytes) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(content)
+    os.replace(temporary, path)
+
+
+def truncate_metrics(path: str | Path, step: int) -> None:
+    """Keep the rows of a ``metrics.jsonl`` with ``step`` <= ``step`` (byte for byte); a torn last line from a
+    killed run is dropped too. The file is replaced atomically; a missing file stays missing."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_bytes().splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if line.endswith(b"\n") and isinstance(row, dict) and int(row.get("step", step + 1)) <= step:
+            kept.append(line)
+    content = b"".join(kept)
+    if content != path.read_bytes():
+        _replace_atomically(path, content)
+
+
+def _masked_crc32c(data: bytes) -> int:
+    from tensorboardX.crc32c import crc32c
+
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def read_event_records(path: str | Path) -> list[tuple[bytes, bytes]]:
+    """``(record, payload)`` of each complete, checksum-valid TFRecord of an event file, in order; reading stops
+    at the first torn or corrupt record (the tail of a killed writer). ``payload`` is a serialised ``Event``."""
+    data = Path(path).read_bytes()
+    records, offset = [], 0
+    while offset + 12 <= len(data):
+        header = data[offset:offset + 8]
+        (length,) = struct.unpack("<Q", header)
+        (header_crc,) = struct.unpack("<I", data[offset + 8:offset + 12])
+        end = offset + 12 + length + 4
+        if header_crc != _masked_crc32c(header) or end > len(data):
+            break
+        payload = data[offset + 12:offset + 12 + length]
+        (payload_crc,) = struct.unpack("<I", data[end - 4:end])
+        if payload_crc != _masked_crc32c(payload):
+            break
+        records.append((data[offset:end], payload))
+        offset = end
+    return records
+
+
+def truncate_events(directory: str | Path, step: int) -> bool:
+    """Rewrite each TensorBoard event file in ``directory`` to its records of steps <= ``step`` (plus its
+    file-version header); remove files left without summaries. Returns whether any event file existed."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    files = sorted(Path(directory).glob("events.out.tfevents.*")) if Path(directory).is_dir() else []
+    for path in files:
+        if path.name.endswith(".tmp"):
+            path.unlink()
+            continue
+        records = read_event_records(path)
+        kept, summaries = [], 0
+        for record, payload in records:
+            event = Event.FromString(payload)
+            if event.HasField("file_version") or event.step <= step:
+                kept.append(record)
+                summaries += event.HasField("summary")
+        if not summaries:
+            path.unlink()
+        elif len(kept) != len(records) or sum(map(len, kept)) != path.stat().st_size:
+            _replace_atomically(path, b"".join(kept))
+    return bool(files)
+
+
+class _MetricWriter:
+    """JSON lines plus TensorBoard scalars (tensorboardX, no TensorFlow); only process 0 writes.
+
+    Opening truncates the existing records to ``resume_step`` (see the module docstring)."""
+
+    def __init__(self, workdir: Path, resume_step: int):
         self.enabled = jax.process_index() == 0
         if self.enabled:
             from tensorboardX import SummaryWriter
 
-            self.jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
-            self.tensorboard = SummaryWriter(str(workdir / "tensorboard"))
+            truncate_metrics(workdir / METRICS_FILE, resume_step)
+            had_events = truncate_events(workdir / TENSORBOARD_DIR, resume_step)
+            self.jsonl = open(workdir / METRICS_FILE, "a", encoding="utf-8")
+            self.tensorboard = SummaryWriter(
+                str(workdir / TENSORBOARD_DIR), purge_step=resume_step + 1 if had_events else None,
+                filename_suffix=f".{os.getpid()}",
+            )
 
     def write(self, step: int, values: dict) -> None:
         if not self.enabled:
@@ -122,17 +295,41 @@ class _MetricWriter:
             self.tensorboard.close()
 
 
+# --- the work directory ----------------------------------------------------------------------------------
+
+
+def _not_writable(path: Path, reason) -> OSError:
+    return OSError(f"the work directory {path} is not writable: {reason}; choose another --workdir")
+
+
+def check_writable(path: str | Path) -> Path:
+    """Check, without creating or writing anything, that ``path`` is a writable directory or can be created
+    as one; a clear ``OSError`` if not. Returns the resolved path."""
+    path = Path(path).resolve()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise _not_writable(path, f"{existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise _not_writable(path, f"no permission to write in {existing}")
+    return path
+
+
 def writable_directory(path: str | Path) -> Path:
     """Create ``path`` if needed and check that files can be written there; a clear ``OSError`` if not."""
-    path = Path(path).resolve()
+    path = check_writable(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{jax.process_index()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise OSError(f"the work directory {path} is not writable: {error}; choose another --workdir") from error
+        raise _not_writable(path, error) from error
     return path
+
+
+# --- evaluation ------------------------------------------------------------------------------------------
 
 
 def compiled_eval_step(model, config):
@@ -170,56 +367,90 @@ def evaluate_subset(eval_step, variables, config, mesh, key) -> dict:
     return results
 
 
+def _abstract_batch(mesh, global_batch: int, size: int) -> dict:
+    sharding = parallel.data_sharding(mesh)
+    return {
+        "image": jax.ShapeDtypeStruct((global_batch, size, size, 3), jnp.float32, sharding=sharding),
+        "label": jax.ShapeDtypeStruct((global_batch, size, size), jnp.int32, sharding=sharding),
+    }
+
+
+# --- the driver ------------------------------------------------------------------------------------------
+
+
 def train(config, workdir: str | Path, on_step: Callable[[int, dict], None] | None = None) -> dict:
     """Train as ``config`` says, in ``workdir``; returns a summary dict.
 
-    The summary has ``status`` ('completed' or 'preempted'), ``step``, ``steps_per_second`` and the last
-    evaluation. ``on_step(step, values)`` is called after every logged step and evaluation (for progress bars).
+    The summary has ``status`` ('completed' or 'preempted': a SIGTERM stopped the run after saving),
+    ``step``, ``checkpoint_step`` (the latest checkpoint, from which a restart resumes), ``steps_per_second``
+    and the last evaluation. ``on_step(step, values)`` is called after every logged step and evaluation (for
+    progress bars). Every check (config, data, checkpoint compatibility, writable work directory) runs before
+    anything is written to ``workdir``; see the module docstring.
     """
-    workdir = writable_directory(workdir)
-    if jax.process_index() == 0:
-        save_config(config, workdir / "config.json")
+    with _Preemption() as preemption:
+        return _train(config, Path(workdir).resolve(), on_step, preemption)
+
+
+def _train(config, workdir: Path, on_step, preemption: _Preemption) -> dict:
+    # 1. Check everything, reading only.
+    check_config(config)
+    check_writable(workdir)
     mesh = parallel.mesh_from_config(config.mesh)
     global_batch = int(config.train.batch_size)
     host_batch = parallel.host_batch_size(global_batch, mesh)
+    eval_host_batch = parallel.host_batch_size(int(config.evaluate.batch_size), mesh)
     data_config = config.data
     crop = int(data_config.crop_size)
+    check_data(config)
 
     model = build_model(config.model)
     key = jax.random.key(int(config.seed))
     init_key, step_key, eval_key = jax.random.split(key, 3)
-    variables = init_variables(model, init_key, (1, crop, crop, 3))
-    if config.model.init_from:
-        variables, _ = initialise_from(variables, config.model.init_from)
+    input_shape = (1, crop, crop, 3)
     optimizer = create_optimizer(config.train)
-    state = create_train_state(variables, optimizer)
-    state_shardings = parallel.parameter_sharding(state, mesh)
-    state = jax.device_put(state, state_shardings)
-
+    abstract_state = jax.eval_shape(
+        lambda k: create_train_state(init_variables(model, k, input_shape), optimizer), init_key
+    )
+    state_shardings = parallel.parameter_sharding(abstract_state, mesh)
+    abstract_state = jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, state_shardings
+    )
     iterator = datasets.train_iterator(
         data_config.name, data_config.train_split, data_dir=data_config.data_dir or None,
         batch_size=host_batch, crop_size=crop, base_size=int(data_config.base_size), seed=int(config.seed),
         process_index=jax.process_index(), process_count=jax.process_count(),
         worker_count=int(data_config.worker_count),
     )
-    checkpoints = TrainingCheckpoints(workdir, keep=int(config.train.keep_checkpoints), best_metric=config.train.best_metric)
-    if checkpoints.latest_step() is not None:
-        abstract = jax.tree_util.tree_map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
-        )
-        state = checkpoints.restore(abstract, iterator)
-
+    _, state = restore_latest(workdir, abstract_state, iterator)  # checks the checkpoint matches this model
     train_step = jax.jit(make_train_step(model, optimizer, config), donate_argnums=0, out_shardings=(state_shardings, None))
     eval_step = compiled_eval_step(model, config)
-    writer = _MetricWriter(workdir)
-    total_steps = int(config.train.steps)
+    # Tracing on abstract inputs checks the model and attack settings; the first calls reuse the traces.
+    train_step.eval_shape(abstract_state, _abstract_batch(mesh, global_batch, crop), step_key)
+    eval_batch = _abstract_batch(mesh, eval_host_batch * jax.process_count(), int(data_config.eval_size))
+    eval_step.eval_shape(
+        {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats}, eval_batch, eval_key
+    )
+    if state is None:
+        variables = init_variables(model, init_key, input_shape)
+        if config.model.init_from:
+            variables, _ = initialise_from(variables, config.model.init_from)
+        state = jax.jit(lambda v: create_train_state(v, optimizer), out_shardings=state_shardings)(variables)
+
+    # 2. Write: the directory, the config, the records truncated to the restored step, then train.
+    workdir = writable_directory(workdir)
+    if jax.process_index() == 0:
+        save_config(config, workdir / "config.json")
+    checkpoints = TrainingCheckpoints(workdir, keep=int(config.train.keep_checkpoints), best_metric=config.train.best_metric)
     step = int(state.step)
+    checkpoints.discard_after(step)
+    total_steps = int(config.train.steps)
     last_eval: dict = {}
     status = "completed"
     started, started_step = time.perf_counter(), step
     try:
-        with _Preemption() as preemption:
-            while step < total_steps:
+        writer = _MetricWriter(workdir, resume_step=step)
+        try:
+            while step < total_steps and not preemption.requested:
                 batch = parallel.shard_batch(next(iterator), mesh)
                 state, step_metrics = train_step(state, batch, step_key)
                 step += 1
@@ -238,19 +469,23 @@ def train(config, workdir: str | Path, on_step: Callable[[int, dict], None] | No
                     checkpoints.save_best(step, state, config, last_eval)
                 if step % int(config.train.checkpoint_every) == 0 or step == total_steps:
                     checkpoints.save(step, state, iterator, config)
-                if preemption.requested:
-                    if checkpoints.latest_step() != step:
-                        checkpoints.save(step, state, iterator, config, force=True)
-                    status = "preempted"
-                    break
+            if preemption.requested and step < total_steps:
+                if checkpoints.latest_step() != step and step > 0:
+                    checkpoints.save(step, state, iterator, config, force=True)
+                status = "preempted"
+        finally:
+            writer.close()
     finally:
-        checkpoints.wait()
-        checkpoints.close()
-        writer.close()
+        try:
+            checkpoints.wait()
+            checkpoint_step = checkpoints.latest_step()
+        finally:
+            checkpoints.close()
     elapsed = time.perf_counter() - started
     return {
         "status": status,
         "step": step,
+        "checkpoint_step": checkpoint_step,
         "steps_per_second": (step - started_step) / max(elapsed, 1e-9),
         **last_eval,
     }
