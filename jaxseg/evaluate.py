@@ -22,6 +22,7 @@ import numpy as np
 from jaxseg import attacks, metrics
 from jaxseg.attacks import common
 from jaxseg.attacks.sea import SEA_LOSSES, stack_statistics, worst_case
+from jaxseg.validation import validate_images
 
 ATTACKS = ("sea", "apgd", "pgd", "segpgd", "cospgd", "padam")
 SCORE_KEYS = ("aAcc", "aAcc_per_image", "mIoU", "mAcc")
@@ -315,7 +316,12 @@ def load_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         missing = {"images", "labels"} - set(data.files)
         if missing:
             raise ValueError(f"{path} must contain arrays 'images' and 'labels'; missing {sorted(missing)}")
-        return data["images"], data["labels"]
+        images, labels = data["images"], data["labels"]
+    try:
+        validate_images(images)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return images, labels
 
 
 def load_model(model: str, *, num_classes: int | None = None, random_init: bool = False, image_size: int = 64,

@@ -15,7 +15,7 @@ DEFAULT_IGNORE_INDEX = 255
 
 
 def validate_images(images, *, check_range: bool = True) -> None:
-    """Raise ``ValueError`` unless ``images`` is a floating (B, H, W, 3) array with values in [0, 1]."""
+    """Raise ``ValueError`` unless ``images`` is a floating (B, H, W, 3) array of finite values in [0, 1]."""
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must have shape (B, H, W, 3) (NHWC, RGB); got shape {tuple(images.shape)}")
     if not jnp.issubdtype(images.dtype, jnp.floating):
@@ -23,6 +23,10 @@ def validate_images(images, *, check_range: bool = True) -> None:
             f"images must be floating point in [0, 1]; got dtype {images.dtype} (divide uint8 images by 255)"
         )
     if check_range and not isinstance(images, jax.core.Tracer):
+        finite = jnp.isfinite(images)
+        if not bool(jnp.all(finite)):
+            count = int(images.size - jnp.sum(finite))
+            raise ValueError(f"image values must be finite numbers in [0, 1]; found {count} NaN or infinite values")
         low, high = float(jnp.min(images)), float(jnp.max(images))
         if low < 0.0 or high > 1.0:
             raise ValueError(f"image values must lie in [0, 1]; found range [{low:.4g}, {high:.4g}]")

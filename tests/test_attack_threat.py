@@ -116,3 +116,33 @@ def test_red_eps_stages():
     assert apgd_module.red_eps_stages(300, True) == [(2.0, 90), (1.5, 90), (1.0, 120)]
     assert apgd_module.red_eps_stages(10, False) == [(1.0, 10)]
     assert apgd_module.red_eps_stages(3, True) == [(1.0, 3)]
+
+
+def test_non_finite_images_bad_step_sizes_and_huge_eps_are_caught():
+    import warnings
+
+    from jaxseg import attacks
+
+    images = np.full((1, 8, 8, 3), 0.5, np.float32)
+    labels = np.zeros((1, 8, 8), np.int32)
+
+    def logits_fn(x):
+        return jnp.stack([x.mean(-1), 1 - x.mean(-1)], -1)
+
+    key = jax.random.PRNGKey(0)
+    for bad_value in (np.nan, np.inf):
+        broken = images.copy()
+        broken[0, 3, 3, 1] = bad_value
+        with pytest.raises(ValueError, match="finite numbers in \\[0, 1\\]; found 1 NaN or infinite"):
+            attacks.pgd(logits_fn, broken, labels, key, eps=4 / 255)
+    for bad_step in (-0.01, 0.0, np.nan):
+        with pytest.raises(ValueError, match="step_size must be finite and > 0"):
+            attacks.pgd(logits_fn, images, labels, key, eps=4 / 255, step_size=bad_step)
+    with pytest.raises(ValueError, match="learning_rate must be finite and > 0"):
+        attacks.padam(logits_fn, images, labels, key, eps=4 / 255, learning_rate=-1.0)
+    with pytest.warns(UserWarning, match="Linf eps 4 is above 1"):
+        attacks.pgd(logits_fn, images, labels, key, eps=4.0, iterations=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        attacks.pgd(logits_fn, images, labels, key, eps=4 / 255, iterations=1)  # no warning at a sane radius
+        attacks.pgd(logits_fn, images, labels, key, eps=3.0, norm="l2", iterations=1)  # L2 radii may exceed 1

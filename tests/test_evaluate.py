@@ -104,6 +104,15 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     assert "--eps must be" in capsys.readouterr().err
     assert main(["evaluate", "--arrays", str(arrays), "--model", "no_such_model", "--out", str(tmp_path)]) == 2
     assert "neither a checkpoint directory nor a registered model" in capsys.readouterr().err
+    broken = images.copy()
+    broken[0, 0, 0, 0] = np.nan
+    np.savez(arrays, images=broken, labels=labels)
+    assert main(["evaluate", "--arrays", str(arrays), *common]) == 2
+    assert f"{arrays}: image values must be finite" in capsys.readouterr().err
+    np.savez(arrays, images=images, labels=labels)
+    assert main(["attack", "--arrays", str(arrays), "--attack", "pgd", "--step-size", "-1", "--iterations", "1",
+                 *common]) == 2
+    assert "step_size must be finite and > 0" in capsys.readouterr().err
 
 
 def test_cli_attack_saves_adversarial_examples(tmp_path):

@@ -133,6 +133,7 @@ def padam(logits_fn, images, labels, key, *, eps, iterations: int = 200, learnin
                            loss_names=(loss,), activation=activation)
     static = dict(logits_fn=logits_fn, spec=LossSpec(loss, None, ignore_index, activation), iterations=iterations,
                   norm=norm, keep=keep, random_start=random_start, compute_dtype=common.normalise_dtype(compute_dtype))
+    threat.validate_step_size(learning_rate, "learning_rate")
     args = (variables, images, labels, key, eps, learning_rate, mask, target, class_weights)
     return common.run(_padam_jit, _padam_core, args, static, labels=labels, ignore_index=ignore_index, target=target,
                       class_weights=class_weights, num_classes_of=lambda out: out.statistics.intersection.shape[-1])

@@ -131,6 +131,7 @@ def pgd(logits_fn, images, labels, key, *, eps, iterations: int = 10, step_size=
         raise ValueError(f"iterations must be a positive integer; got {iterations!r}")
     common.validate_inputs(images, labels, eps, norm, mask=mask, target=target, class_weights=class_weights,
                            loss_names=(loss,), activation=activation)
+    threat.validate_step_size(step_size)
     step_size = jnp.asarray(eps, jnp.float32) / 4 if step_size is None else step_size
     static = dict(logits_fn=logits_fn, spec=LossSpec(loss, None, ignore_index, activation), iterations=iterations,
                   norm=norm, keep=keep, random_start=random_start, compute_dtype=common.normalise_dtype(compute_dtype))

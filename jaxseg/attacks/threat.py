@@ -8,6 +8,8 @@ over the masked perturbation), so pixels outside the mask never change. All func
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,6 +40,18 @@ def validate_threat(images, eps, norm: str) -> None:
             raise ValueError(f"eps must be a scalar or have shape (B,) = ({images.shape[0]},); got {values.shape}")
         if not np.all(np.isfinite(values)) or np.any(values < 0):
             raise ValueError(f"eps must be finite and >= 0 (on the [0, 1] image scale); got {eps}")
+        if norm == "linf" and np.any(values > 1):
+            warnings.warn(f"Linf eps {float(values.max()):g} is above 1, larger than the whole [0, 1] image range: "
+                          "radii are on the [0, 1] scale (4/255, not 4)", stacklevel=3)
+
+
+def validate_step_size(value, name: str = "step_size") -> None:
+    """Raise ``ValueError`` unless a step size (scalar or (B,)) is finite and > 0; checked when concrete."""
+    if value is None or isinstance(value, jax.core.Tracer):
+        return
+    values = np.asarray(value, np.float64)
+    if values.ndim > 1 or not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError(f"{name} must be finite and > 0 (a scalar or one per image); got {value}")
 
 
 def _per_image(value, ndim: int) -> jax.Array:
