@@ -26,7 +26,7 @@ from tensorboardX.proto.event_pb2 import Event
 from jaxseg import data as datasets
 from jaxseg.checkpoint import load_variables
 from jaxseg.cli import main
-from jaxseg.train.loop import read_event_records, truncate_events, truncate_metrics
+from jaxseg.train.loop import _MetricWriter, read_event_records, truncate_events, truncate_metrics
 
 DATASET = "synthetic_shapes/32px-n64-16-16-seed0"
 STEPS = 30
@@ -219,22 +219,31 @@ def test_truncating_the_records_keeps_steps_up_to_the_restored_one(tmp_path):
     truncate_metrics(metrics, 4)
     assert metrics.read_text() == "".join(rows[:4])
 
+    # Event files written by tensorboardX, one with a torn last record, then by the run's own writer.
     board = tmp_path / "tensorboard"
     writer = SummaryWriter(str(board), filename_suffix=".first")
     for s in range(1, 7):
         writer.add_scalar("loss", 1.0 / s, s)
     writer.close()
     with open(next(board.glob("*.first")), "ab") as events:
-        events.write(b"\x10\x00\x00")  # a torn record
+        events.write(b"\x10\x00\x00")
     assert truncate_events(board, 4)
     assert scalar_steps(tmp_path)["loss"] == [1, 2, 3, 4]
-    writer = SummaryWriter(str(board), purge_step=5, filename_suffix=".second")
+    writer = _MetricWriter(tmp_path, resume_step=4)  # truncates again (no change), then appends
     for s in range(5, 8):
-        writer.add_scalar("loss", 1.0 / s, s)
+        writer.write(s, {"loss": 1.0 / s, "accuracy": 0.5})
     writer.close()
-    assert scalar_steps(tmp_path)["loss"] == list(range(1, 8))
-    # A restart before any new summary: the first file keeps steps <= 2, the second (none left) is removed.
-    assert truncate_events(board, 2)
-    assert [p.suffix for p in sorted(board.iterdir())] == [".first"]
-    assert scalar_steps(tmp_path)["loss"] == [1, 2]
+    assert scalar_steps(tmp_path) == {"loss": list(range(1, 8)), "accuracy": [5, 6, 7]}
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == list(range(1, 8))
+    (ours,) = [p for p in board.iterdir() if not p.name.endswith(".first")]
+    events = [Event.FromString(payload) for _, payload in read_event_records(ours)]
+    assert events[0].file_version == "brain.Event:2"
+    assert events[1].step == 5 and events[1].session_log.status == events[1].session_log.START
+    assert events[2].summary.value[0].tag == "loss" and events[2].summary.value[0].simple_value == pytest.approx(0.2)
+    # A restart from step 2: the first file keeps steps <= 2; the second, left without summaries, is removed.
+    writer = _MetricWriter(tmp_path, resume_step=2)
+    writer.close()
+    assert scalar_steps(tmp_path) == {"loss": [1, 2]}
+    assert len(list(board.iterdir())) == 2  # the first file and the new one (a header and the restart marker)
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2]
     assert not truncate_events(tmp_path / "missing", 0)

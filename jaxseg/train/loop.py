@@ -6,24 +6,26 @@ batch). Resumes from the latest checkpoint in ``workdir``. Library code: it repo
 
 **Nothing is written before everything is checked.** ``train`` first validates the config (``check_config``),
 opens the training and evaluation data, traces the compiled steps on abstract inputs (a bad model option or
-attack setting fails here), checks that the work directory can be written, and checks and restores the
-latest checkpoint (parameter names and shapes; a mismatch lists every difference). Only then does it create
-or change anything in ``workdir``, so a run that fails any of these checks leaves the directory exactly as
-it was (``config.json`` keeps describing the checkpoints next to it).
+attack setting fails here), checks that the work directory can be written, and checks and restores the latest
+checkpoint (parameter names and shapes; a mismatch lists every difference). Only then does it create or change
+anything in ``workdir``, so a run that fails any of these checks leaves the directory exactly as it was
+(``config.json`` keeps describing the checkpoints next to it).
 
 **Run records hold every step once, across any number of restarts.** Process 0 writes ``config.json``,
 ``metrics.jsonl`` (one JSON object per logged step and per evaluation) and TensorBoard event files under
-``tensorboard/``. A run killed after its last checkpoint has logged steps that the resumed run will log again,
-so on every start the records are *truncated to the restored step* S (0 for a fresh start) before anything
-new is written: rows with ``step`` > S are dropped from ``metrics.jsonl``, and each existing event file is
-rewritten (to a temporary file, then renamed over the old one, so a kill during the rewrite leaves either
-the old or the new file) keeping only records of steps <= S; event files left with no summaries are removed.
-A best checkpoint of a step after S (saved just before the kill, while the latest checkpoint of that step
-was not yet complete) is deleted too; the resumed run recreates it. The new event file then starts with
-TensorBoard's restart marker (tensorboardX's ``purge_step=S + 1``, a
-``SessionLog.START`` event), so a TensorBoard already showing the orphaned steps drops them too (its
-``EventAccumulator`` purges steps >= the marker's). Raw readers of the files see each step once without
-relying on that marker.
+``tensorboard/`` (scalar summaries, written and flushed synchronously; no TensorFlow). A run killed after its
+last checkpoint has logged steps that the resumed run logs again, so every start *truncates the records to the
+restored step* S (0 for a fresh start) before it writes anything new: rows with ``step`` > S are dropped from
+``metrics.jsonl``, and each existing event file is rewritten keeping only its records of steps <= S (files
+left without summaries are removed). Both rewrites go to a temporary file renamed over the old one, so a kill
+during them leaves the old or the new file, and the next start truncates again. Raw readers of the files
+therefore see each step once. (Truncation rather than de-duplication on reading: the files are exact for any
+reader, and the rows kept belong to the trajectory the checkpoint continues; on a non-deterministic backend
+the orphaned steps' values may differ from the re-run's.) The new event file also starts with TensorBoard's
+restart marker at step S + 1 (a ``SessionLog.START`` event, what tensorboardX's ``purge_step`` writes), from
+which a TensorBoard that had already loaded the orphaned steps drops them (its ``EventAccumulator`` purges
+steps >= the marker's). Best checkpoints of steps after S (saved just before the kill, while the latest
+checkpoint of that step was still being written) are deleted as well; the resumed run recreates them.
 
 **Pre-emption.** SIGTERM (from the moment ``train`` starts) sets a flag checked between steps: the run saves
 a checkpoint of the current step if it has none, waits for the save to finish and returns a summary with
@@ -36,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import struct
 import time
 from pathlib import Path
@@ -196,24 +199,112 @@ def truncate_metrics(path: str | Path, step: int) -> None:
     path = Path(path)
     if not path.exists():
         return
+    original = path.read_bytes()
     kept = []
-    for line in path.read_bytes().splitlines(keepends=True):
+    for line in original.splitlines(keepends=True):
         try:
             row = json.loads(line)
         except ValueError:
             continue
         if line.endswith(b"\n") and isinstance(row, dict) and int(row.get("step", step + 1)) <= step:
             kept.append(line)
-    content = b"".join(kept)
-    if content != path.read_bytes():
-        _replace_atomically(path, content)
+    if b"".join(kept) != original:
+        _replace_atomically(path, b"".join(kept))
+
+
+# TensorBoard event files, written directly: TFRecord framing around `Event` protocol buffers with scalar
+# summaries, the format tensorboardX's ``add_scalar`` writes (``simple_value``). Writing them here keeps the
+# records synchronous (nothing is queued when a run is killed) and keeps tensorboardX, which imports PyTorch
+# when it is installed (seconds at every start), out of the training process.
+
+
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC32C_TABLE = _crc32c_table()
 
 
 def _masked_crc32c(data: bytes) -> int:
-    from tensorboardX.crc32c import crc32c
-
-    crc = crc32c(data)
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits, value = value & 0x7F, value >> 7
+        out.append(bits | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _event(step: int, *, file_version: str = "", scalars: dict | None = None, session_start: bool = False) -> bytes:
+    """A serialised ``Event`` (wall_time = 1, step = 2, file_version = 3, summary = 5, session_log = 7)."""
+    out = b"\x09" + struct.pack("<d", time.time()) + b"\x10" + _varint(step)
+    if file_version:
+        out += _length_delimited(3, file_version.encode())
+    if scalars:  # Summary.value = 1: Value(tag = 1, simple_value = 2)
+        values = b"".join(
+            _length_delimited(1, _length_delimited(1, tag.encode()) + b"\x15" + struct.pack("<f", value))
+            for tag, value in scalars.items()
+        )
+        out += _length_delimited(5, values)
+    if session_start:  # SessionLog(status = START)
+        out += _length_delimited(7, b"\x08\x01")
+    return out
+
+
+def _record(payload: bytes) -> bytes:
+    header = struct.pack("<Q", len(payload))
+    return header + struct.pack("<I", _masked_crc32c(header)) + payload + struct.pack("<I", _masked_crc32c(payload))
+
+
+def _event_fields(payload: bytes) -> dict[int, object]:
+    """The top-level fields of a serialised ``Event``: {field number: value} (varints as ints, the rest bytes)."""
+    fields, offset = {}, 0
+    while offset < len(payload):
+        key, offset = _read_varint(payload, offset)
+        field, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, offset = _read_varint(payload, offset)
+        elif wire_type in (1, 5):
+            size = 8 if wire_type == 1 else 4
+            value, offset = payload[offset:offset + size], offset + size
+        elif wire_type == 2:
+            size, offset = _read_varint(payload, offset)
+            value, offset = payload[offset:offset + size], offset + size
+        else:
+            raise ValueError(f"unsupported protocol buffer wire type {wire_type}")
+        if offset > len(payload):
+            raise ValueError("truncated protocol buffer")
+        fields[field] = value
+    return fields
+
+
+def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if offset >= len(data):
+            raise ValueError("truncated varint")
+        byte = data[offset]
+        value |= (byte & 0x7F) << shift
+        offset, shift = offset + 1, shift + 7
+        if not byte & 0x80:
+            return value, offset
 
 
 def read_event_records(path: str | Path) -> list[tuple[bytes, bytes]]:
@@ -240,44 +331,65 @@ def read_event_records(path: str | Path) -> list[tuple[bytes, bytes]]:
 def truncate_events(directory: str | Path, step: int) -> bool:
     """Rewrite each TensorBoard event file in ``directory`` to its records of steps <= ``step`` (plus its
     file-version header); remove files left without summaries. Returns whether any event file existed."""
-    from tensorboardX.proto.event_pb2 import Event
-
-    files = sorted(Path(directory).glob("events.out.tfevents.*")) if Path(directory).is_dir() else []
+    directory = Path(directory)
+    files = sorted(directory.glob("events.out.tfevents.*")) if directory.is_dir() else []
     for path in files:
-        if path.name.endswith(".tmp"):
+        if path.name.endswith(".tmp"):  # a rewrite killed before its rename
             path.unlink()
             continue
         records = read_event_records(path)
         kept, summaries = [], 0
         for record, payload in records:
-            event = Event.FromString(payload)
-            if event.HasField("file_version") or event.step <= step:
+            try:
+                fields = _event_fields(payload)
+            except ValueError:
+                break
+            if 3 in fields or int(fields.get(2, 0)) <= step:
                 kept.append(record)
-                summaries += event.HasField("summary")
+                summaries += 5 in fields
         if not summaries:
             path.unlink()
-        elif len(kept) != len(records) or sum(map(len, kept)) != path.stat().st_size:
+        elif sum(map(len, kept)) != path.stat().st_size:
             _replace_atomically(path, b"".join(kept))
     return bool(files)
 
 
+class _EventFile:
+    """A new TensorBoard event file in ``directory``: scalars per step, each write flushed."""
+
+    def __init__(self, directory: Path, purge_step: int | None):
+        directory.mkdir(parents=True, exist_ok=True)
+        # Readers take the files in name order: after every existing one, even one started this second.
+        stamps = [int(p.name.split(".")[3]) for p in directory.glob("events.out.tfevents.*")
+                  if p.name.split(".")[3].isdigit()]
+        stamp = max([int(time.time()), *(t + 1 for t in stamps)])
+        name = f"events.out.tfevents.{stamp:010d}.{socket.gethostname()}.{os.getpid()}"
+        self.file = open(directory / name, "ab")
+        self.file.write(_record(_event(0, file_version="brain.Event:2")))
+        if purge_step is not None:  # TensorBoard drops what it shows of steps >= purge_step
+            self.file.write(_record(_event(purge_step, session_start=True)))
+        self.file.flush()
+
+    def write(self, step: int, scalars: dict) -> None:
+        self.file.write(b"".join(_record(_event(step, scalars={tag: value})) for tag, value in scalars.items()))
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class _MetricWriter:
-    """JSON lines plus TensorBoard scalars (tensorboardX, no TensorFlow); only process 0 writes.
+    """JSON lines plus TensorBoard scalars; only process 0 writes.
 
     Opening truncates the existing records to ``resume_step`` (see the module docstring)."""
 
     def __init__(self, workdir: Path, resume_step: int):
         self.enabled = jax.process_index() == 0
         if self.enabled:
-            from tensorboardX import SummaryWriter
-
             truncate_metrics(workdir / METRICS_FILE, resume_step)
             had_events = truncate_events(workdir / TENSORBOARD_DIR, resume_step)
             self.jsonl = open(workdir / METRICS_FILE, "a", encoding="utf-8")
-            self.tensorboard = SummaryWriter(
-                str(workdir / TENSORBOARD_DIR), purge_step=resume_step + 1 if had_events else None,
-                filename_suffix=f".{os.getpid()}",
-            )
+            self.tensorboard = _EventFile(workdir / TENSORBOARD_DIR, resume_step + 1 if had_events else None)
 
     def write(self, step: int, values: dict) -> None:
         if not self.enabled:
@@ -285,9 +397,7 @@ class _MetricWriter:
         values = {k: float(v) for k, v in values.items()}
         self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
         self.jsonl.flush()
-        for name, value in values.items():
-            self.tensorboard.add_scalar(name, value, step)
-        self.tensorboard.flush()
+        self.tensorboard.write(step, values)
 
     def close(self) -> None:
         if self.enabled:
