@@ -22,6 +22,8 @@ def validate_images(images, *, check_range: bool = True) -> None:
         raise ValueError(
             f"images must be floating point in [0, 1]; got dtype {images.dtype} (divide uint8 images by 255)"
         )
+    if 0 in images.shape:
+        raise ValueError(f"a batch needs at least one image of at least one pixel; got shape {tuple(images.shape)}")
     if check_range and not isinstance(images, jax.core.Tracer):
         finite = jnp.isfinite(images)
         if not bool(jnp.all(finite)):

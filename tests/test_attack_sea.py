@@ -206,3 +206,21 @@ def test_unknown_rule_and_empty_statistics_are_refused():
         worst_case(stats, rule="best")
     with pytest.raises(ValueError, match="at least one image"):
         worst_case(_raw_stats(np.zeros((2, 0, 3)), np.zeros((2, 0, 3))))
+
+
+def test_mismatched_statistics_and_empty_loss_lists_are_refused():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, (4, 4, 4)).astype(np.int32)
+    four = metrics.per_image_statistics(labels, labels, 3)
+    three = metrics.per_image_statistics(labels[:3], labels[:3], 3)
+    with pytest.raises(ValueError, match="same images and classes"):
+        worst_case([four, three])
+    with pytest.raises(ValueError, match="at least one attack"):
+        worst_case([])
+    bad = metrics.PerImageStatistics(*(np.stack([a, a]) for a in four))._replace(union=np.zeros((2, 4, 5), np.int32))
+    with pytest.raises(ValueError, match="union"):
+        worst_case(bad)
+    from jaxseg.attacks import sea_attack
+
+    with pytest.raises(ValueError, match="non-empty list of loss names"):
+        sea_attack(lambda x: x, np.zeros((1, 4, 4, 3), np.float32), labels[:1], None, eps=0.1, losses=[])

@@ -146,3 +146,17 @@ def test_non_finite_images_bad_step_sizes_and_huge_eps_are_caught():
         warnings.simplefilter("error")
         attacks.pgd(logits_fn, images, labels, key, eps=4 / 255, iterations=1)  # no warning at a sane radius
         attacks.pgd(logits_fn, images, labels, key, eps=3.0, norm="l2", iterations=1)  # L2 radii may exceed 1
+
+
+def test_empty_batches_and_wrong_logits_layouts_are_refused():
+    from jaxseg import attacks
+
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match="at least one image"):
+        attacks.pgd(lambda x: x, np.zeros((0, 8, 8, 3), np.float32), np.zeros((0, 8, 8), np.int32), key, eps=0.1)
+    images, labels = np.full((2, 8, 8, 3), 0.5, np.float32), np.zeros((2, 8, 8), np.int32)
+    channels_first = lambda x: jnp.transpose(jnp.concatenate([x, 1 - x], -1), (0, 3, 1, 2))  # noqa: E731
+    half_resolution = lambda x: jnp.concatenate([x, 1 - x], -1)[:, ::2, ::2]  # noqa: E731
+    for logits_fn in (channels_first, half_resolution):
+        with pytest.raises(ValueError, match="logits_fn must return logits \\(B, H, W, K\\)"):
+            attacks.apgd(logits_fn, images, labels, key, eps=4 / 255, iterations=2)

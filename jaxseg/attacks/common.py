@@ -98,6 +98,12 @@ def make_forward(logits_fn: Callable, variables: Any, compute_dtype) -> Callable
         if compute_dtype is not None:
             images = images.astype(compute_dtype)
         logits = logits_fn(images) if variables is None else logits_fn(variables, images)
+        shape = getattr(logits, "shape", None)
+        if shape is None or len(shape) != 4 or tuple(shape[:3]) != tuple(images.shape[:3]):
+            raise ValueError(
+                f"logits_fn must return logits (B, H, W, K) = {tuple(images.shape[:3])} + (K,) at the input "
+                f"resolution, channels last; got shape {shape} for images {tuple(images.shape)}"
+            )
         return logits.astype(jnp.float32)
 
     return forward

@@ -59,6 +59,8 @@ def sea_attack(logits_fn, images, labels, key, *, eps, iterations: int = SEA_ITE
     Arguments as for ``jaxseg.attacks.apgd``; ``class_weights`` (K,) are the training-set weights of
     ``mask-ce-bal`` (``losses.balanced_class_weights``; None = each image's own label frequencies).
     """
+    if isinstance(losses, str) or len(losses) == 0:
+        raise ValueError(f"sea_attack needs a non-empty list of loss names (default {SEA_LOSSES}); got {losses!r}")
     keys = jax.random.split(key, len(losses))
     results = [
         apgd(logits_fn, images, labels, attack_key, eps=eps, iterations=iterations, norm=norm, loss=name,
@@ -77,6 +79,16 @@ def sea_attack(logits_fn, images, labels, key, *, eps, iterations: int = SEA_ITE
 
 def stack_statistics(per_attack: Sequence[metrics.PerImageStatistics]) -> metrics.PerImageStatistics:
     """A list of A ``PerImageStatistics`` over the same images → one with a leading attack axis."""
+    if not per_attack:
+        raise ValueError("worst case over attacks needs the statistics of at least one attack")
+    first = [jnp.shape(part) for part in per_attack[0]]
+    for index, statistics in enumerate(per_attack):
+        if not isinstance(statistics, metrics.PerImageStatistics):
+            raise ValueError(f"attack {index}: expected metrics.PerImageStatistics, got {type(statistics).__name__}")
+        shapes = [jnp.shape(part) for part in statistics]
+        if shapes != first:
+            raise ValueError(f"the attacks' statistics must cover the same images and classes: attack 0 has "
+                             f"shapes {first}, attack {index} {shapes}")
     return metrics.PerImageStatistics(*(jnp.stack(parts) for parts in zip(*per_attack)))
 
 
@@ -216,10 +228,12 @@ def worst_case(statistics: metrics.PerImageStatistics | Sequence[metrics.PerImag
     if not isinstance(statistics, metrics.PerImageStatistics):
         statistics = stack_statistics(list(statistics))
     correct, labelled, intersection, union, class_pixels = (np.asarray(a).astype(np.int64) for a in statistics)
-    if intersection.ndim != 3 or correct.shape != intersection.shape[:2]:
+    if (intersection.ndim != 3 or correct.shape != intersection.shape[:2] or labelled.shape != correct.shape
+            or union.shape != intersection.shape or class_pixels.shape != intersection.shape):
         raise ValueError(
-            "worst_case expects statistics stacked as (A, N) counts and (A, N, K) intersections/unions; got "
-            f"correct {correct.shape}, intersection {intersection.shape}"
+            "worst_case expects statistics stacked as (A, N) counts and (A, N, K) intersections/unions/class "
+            f"pixels; got correct {correct.shape}, labelled {labelled.shape}, intersection {intersection.shape}, "
+            f"union {union.shape}, class_pixels {class_pixels.shape}"
         )
     count = correct.shape[1]
     if count == 0:
