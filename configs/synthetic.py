@@ -21,4 +21,5 @@ def get_config(arg: str = ""):
         config.attack.random_start = True  # as segpgd_at_voc: SegPGD's uniform random start (Gu et al. 2022)
     if "quick" in options:
         apply_quick(config, size=32)
+        config.data.name = "synthetic_shapes/32px"  # the 32 px scenes, not 64 px ones cropped
     return config

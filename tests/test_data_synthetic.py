@@ -78,3 +78,12 @@ def test_synthetic_info_and_bad_options():
     # Options that name a predefined config select it (TFDS refuses a custom config under that name).
     assert _make_builder("synthetic_shapes", "/nonexistent", image_size=96).builder_config.name == "96px"
     assert _make_builder("synthetic_shapes/32px", "/nonexistent").builder_config.image_size == 32
+
+
+def test_built_in_data_is_generated_on_first_use_without_a_download_message(tmp_path, capsys):
+    source = data.open_split("synthetic_shapes/32px", "validation", tmp_path)
+    assert len(source) == 256 and source[0]["image"].shape == (32, 32, 3)
+    assert "Downloading" not in capsys.readouterr().out
+    from jaxseg.config import load_config
+
+    assert load_config("synthetic:quick").data.name == "synthetic_shapes/32px"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import pathlib
 import re
@@ -14,6 +17,7 @@ from jaxseg.data.decode import require_paths
 from jaxseg.data.info import base_name, dataset_info
 
 DATA_DIR_ENV = "JAXSEG_DATA_DIR"
+logger = logging.getLogger(__name__)
 FILE_FORMAT = "array_record"
 
 
@@ -83,7 +87,14 @@ def prepare(name: str, *, data_dir=None, manual_dir=None, **builder_options) -> 
         manual_dir = os.path.expanduser(os.fspath(manual_dir))
         require_paths(manual_dir, builder.EXPECTED_PATHS, info.name)
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
-    builder.download_and_prepare(download_config=download_config, file_format=FILE_FORMAT)
+    if not (pathlib.Path(os.fspath(builder.data_dir)) / "dataset_info.json").is_file():
+        source = "generating it (built-in data)" if not info.needs_manual_dir else f"reading the archives in {manual_dir}"
+        logger.warning("preparing %s in %s: %s; nothing is downloaded", resolve_name(name, **builder_options),
+                       builder.data_dir, source)
+    # TFDS prints "Downloading and preparing dataset <size>" to stdout even when it downloads nothing; the line
+    # above says what happens instead.
+    with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare(download_config=download_config, file_format=FILE_FORMAT)
     return pathlib.Path(os.fspath(builder.data_dir))
 
 
@@ -121,10 +132,15 @@ def open_split(name: str, split: str, data_dir=None):
     An example is ``{"image": uint8 (H, W, 3), "label": uint8 (H, W), "id": bytes}``. The order is the
     one TFDS wrote (a fixed shuffle of the examples). The source is TFDS's ArrayRecord data source (what
     ``tfds.data_source`` returns), built from the prepared directory's own ``dataset_info.json`` and
-    ``features.json``, so it depends neither on TFDS's name registry nor on TensorFlow. Raises
-    FileNotFoundError when the dataset is not prepared in ``data_dir`` and ValueError for an unknown split.
+    ``features.json``, so it depends neither on TFDS's name registry nor on TensorFlow. Built-in generated
+    data in a predefined config (``synthetic_shapes``, ``synthetic_shapes/32px`` ...) is prepared on first
+    use; other configs are prepared with their options first (``prepare(name, image_size=...)``). Raises FileNotFoundError when a real dataset is not prepared in ``data_dir`` and ValueError
+    for an unknown split.
     """
     directory = prepared_directory(name, data_dir)
+    predefined = [config.name for config in BUILDERS[base_name(name)].BUILDER_CONFIGS]
+    if not (directory / "dataset_info.json").is_file() and directory.parent.name in predefined:
+        prepare(name, data_dir=data_dir)  # built-in data is generated on first use
     if not (directory / "dataset_info.json").is_file():
         base = base_name(name)
         raise FileNotFoundError(
