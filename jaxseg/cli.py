@@ -2,6 +2,13 @@
 
 Each subcommand has an ``_add_<name>(subparsers)`` function that declares its arguments and sets
 ``handler`` to the function that runs it.
+
+Errors: a bad argument or input (``ValueError``, including ``jaxseg.checkpoint.UnreadableFileError`` for files
+that cannot be read, and the ``OSError``s of missing, blocked or unwritable paths) is printed as one line
+``jaxseg COMMAND: error: ...`` with exit code 2; other ``OSError``s (a full disk, an I/O error) as one line with
+exit code 1. Anything else is a bug and shows its traceback (exit code 1). ``jaxseg --debug COMMAND`` or
+``JAXSEG_DEBUG=1`` also prints the traceback of the reported errors. Commands check their arguments and output
+paths before they build or compile a model.
 """
 
 from __future__ import annotations
@@ -89,6 +96,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} must be a new or empty directory")
+    _check_output_dir(args.out)
     variables, metadata = convert_checkpoint(
         args.src, family=args.family, model=args.model, num_classes=args.num_classes, normalize=args.normalize
     )
@@ -172,41 +180,183 @@ def _add_attack(subparsers) -> None:
     parser.set_defaults(handler=_run_attack)
 
 
-def _parse_radii(text: str) -> list[float]:
+def _parse_radii(text: str, option: str = "--eps") -> list[float]:
+    import math
+
     from jaxseg.config import parse_value
 
     radii = [parse_value(part) for part in text.split(",") if part.strip()]
     if not radii or not all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in radii):
-        raise ValueError(f"--eps must be comma-separated numbers such as 4/255,8/255; got {text!r}")
+        raise ValueError(f"{option} must be comma-separated numbers such as 4/255,8/255; got {text!r}")
+    if not all(math.isfinite(r) and r >= 0 for r in radii):
+        raise ValueError(f"{option} must be finite numbers >= 0 on the [0, 1] image scale, such as 4/255; got {text!r}")
     return [float(r) for r in radii]
 
 
+def _check_output_dir(path: str, option: str = "--out") -> None:
+    """Fail now, before any work, if directory ``path`` cannot be created or written (a file in the way, a
+    read-only or foreign directory). Creates nothing."""
+    _check_writable(path, option, directory=True)
+
+
+def _check_output_file(path: str, option: str) -> None:
+    """Fail now if the file ``path`` cannot be written (its directory is blocked or read-only, or it is a directory)."""
+    _check_writable(path, option, directory=False)
+
+
+def _check_writable(path: str, option: str, *, directory: bool) -> None:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path).expanduser().absolute()
+    if target.exists():
+        if directory and not target.is_dir():
+            raise NotADirectoryError(f"{option} {path} is a file, not a directory")
+        if not directory and target.is_dir():
+            raise IsADirectoryError(f"{option} {path} is a directory, not a file")
+    ancestor = target if directory and target.exists() else target.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(f"{option} {path} cannot be created: {ancestor} is a file, not a directory")
+    try:  # a real probe: permissions, read-only file systems, ACLs
+        os.rmdir(tempfile.mkdtemp(prefix=".jaxseg-write-test-", dir=ancestor))
+    except OSError as error:
+        raise PermissionError(f"{option} {path} cannot be written: {ancestor} is not writable "
+                              f"({error.strerror or error})") from error
+
+
+def _parse_compute_dtype(value: str | None):
+    """``--compute-dtype`` → a floating NumPy dtype (None stays None); ``ValueError`` naming the choices."""
+    if value is None:
+        return None
+    import jax.numpy as jnp
+
+    try:
+        dtype = jnp.dtype(value)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"--compute-dtype must be a floating dtype: float32, bfloat16 or float16; got {value!r}")
+    return dtype
+
+
+def _check_attack_arguments(args: argparse.Namespace) -> tuple[list[float], float | None]:
+    """Every ``evaluate`` / ``attack`` argument that can be checked without data or model; returns the radii and
+    the step size."""
+    from jaxseg.attacks import threat
+
+    import math
+
+    from jaxseg.config import parse_value
+
+    radii = _parse_radii(args.eps)
+    step_size = None
+    if args.step_size is not None:
+        step_size = parse_value(args.step_size.strip())
+        if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not math.isfinite(step_size) \
+                or step_size <= 0:
+            raise ValueError(f"--step-size {args.step_size!r}: step_size must be finite and > 0, one number on the "
+                             "[0, 1] image scale such as 2/255")
+        step_size = float(step_size)
+    threat.check_norm(args.norm)
+    for option, value in (("--batch-size", args.batch_size), ("--iterations", args.iterations),
+                          ("--num-examples", args.num_examples), ("--num-classes", args.num_classes),
+                          ("--image-size", args.image_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be >= 1; got {value}")
+    _parse_compute_dtype(args.compute_dtype)
+    _check_output_dir(args.out)
+    return radii, step_size
+
+
+def _load_arrays(path: str):
+    """``evaluate.load_arrays``, with a file that is not a readable .npz archive reported as such."""
+    import zipfile
+    import zlib
+    from pathlib import Path
+
+    from jaxseg import evaluate
+    from jaxseg.checkpoint import UnreadableFileError, short_error
+
+    file = Path(path)
+    if file.is_dir():
+        raise IsADirectoryError(f"--arrays {path} is a directory, not a .npz file")
+    if file.is_file() and not zipfile.is_zipfile(file):
+        problem = "the file is empty" if file.stat().st_size == 0 else "not a .npz archive (truncated or another format?)"
+        raise UnreadableFileError(path, f"{problem}; --arrays expects np.savez(path, images=..., labels=...)")
+    try:
+        return evaluate.load_arrays(path)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise UnreadableFileError(path, f"a damaged .npz archive ({short_error(error)})") from error
+
+
+def _check_arrays(path: str, images, labels) -> int:
+    """Shape and dtype checks of an ``--arrays`` file beyond ``evaluate.load_arrays``; returns the number of
+    classes its labels need (largest label + 1)."""
+    import numpy as np
+
+    if labels.shape != images.shape[:3]:
+        raise ValueError(f"{path}: labels must have shape (N, H, W) = {images.shape[:3]} to match the images; "
+                         f"got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: labels must be integer class indices (255 = ignored); got dtype {labels.dtype}")
+    bad = np.unique(labels[(labels < 0) | ((labels > 254) & (labels != 255))])
+    if bad.size:
+        raise ValueError(f"{path}: labels must be class indices >= 0 (255 = ignored); found {bad[:10].tolist()}")
+    labelled = labels[labels != 255]
+    if labelled.size == 0:
+        raise ValueError(f"{path}: every label is 255 (ignored); there is nothing to score")
+    return int(labelled.max()) + 1
+
+
 def _attack_setup(args: argparse.Namespace):
-    """(model, variables, batches, total examples, class weights, data description) for ``evaluate`` / ``attack``."""
+    """(model, variables, batches, total examples, class weights, data description) for ``evaluate`` / ``attack``.
+
+    The data is read and checked before the model is built; the model's number of classes must then cover the
+    labels (``--arrays``) or equal the dataset's."""
     from jaxseg import data, evaluate
 
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
     if args.arrays:
-        images, labels = evaluate.load_arrays(args.arrays)
-        num_classes = args.num_classes or int(labels[labels != 255].max()) + 1
+        images, labels = _load_arrays(args.arrays)
+        needed = _check_arrays(args.arrays, images, labels)
+        if args.num_classes is not None and args.num_classes < needed:
+            raise ValueError(f"{args.arrays}: labels go up to {needed - 1}, more than --num-classes {args.num_classes} "
+                             "allows")
+        num_classes = args.num_classes or needed
         image_size = images.shape[1]
-        batches = evaluate.array_batches(images, labels, args.batch_size, args.num_examples)
-        total = min(args.num_examples or len(images), len(images))
-        weights = data.resolve_class_weights(args.class_weights, num_classes, labels=labels)
+        weights = None
+        if args.random_init:  # the model will have num_classes classes: a bad weights file fails before it is built
+            weights = data.resolve_class_weights(args.class_weights, num_classes, labels=labels)
         description = {"arrays": args.arrays, "image_size": image_size}
     else:
         num_classes = args.num_classes or data.dataset_info(args.dataset).num_classes
         protocol, image_size = data.default_eval_view(args.dataset, args.attack, args.protocol, args.image_size)
+        description = {"dataset": args.dataset, "split": args.split, "protocol": protocol, "image_size": image_size}
+    model, variables, model_classes = evaluate.load_model(args.model, num_classes=num_classes,
+                                                          random_init=args.random_init, image_size=image_size,
+                                                          seed=args.seed)
+    if args.arrays:
+        if model_classes < needed:
+            raise ValueError(f"{args.arrays}: labels go up to {needed - 1} but the model {args.model} predicts "
+                             f"{model_classes} classes (0 to {model_classes - 1}; 255 = ignored)")
+        if args.num_classes is not None and args.num_classes != model_classes:
+            raise ValueError(f"--num-classes {args.num_classes} but the model {args.model} has {model_classes} classes")
+        if weights is None or model_classes != num_classes:
+            weights = data.resolve_class_weights(args.class_weights, model_classes, labels=labels)
+        batches = evaluate.array_batches(images, labels, args.batch_size, args.num_examples)
+        total = min(args.num_examples or len(images), len(images))
+    else:
+        if model_classes != num_classes:
+            raise ValueError(f"the model {args.model} has {model_classes} classes but dataset {args.dataset} has "
+                             f"{num_classes}" + (" (--num-classes)" if args.num_classes else ""))
         weights = data.resolve_class_weights(args.class_weights, num_classes, dataset=args.dataset,
                                              data_dir=args.data_dir or None)
         batches = data.eval_batches(args.dataset, args.split, data_dir=args.data_dir or None,
                                     batch_size=args.batch_size, protocol=protocol, image_size=image_size,
                                     num_examples=args.num_examples)
         total = args.num_examples
-        description = {"dataset": args.dataset, "split": args.split, "protocol": protocol, "image_size": image_size}
-    model, variables, _ = evaluate.load_model(args.model, num_classes=num_classes, random_init=args.random_init,
-                                              image_size=image_size, seed=args.seed)
     return model, variables, batches, total, weights, description
 
 
@@ -215,8 +365,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     from jaxseg import attacks, evaluate
 
-    radii = _parse_radii(args.eps)
-    step_size = _parse_radii(args.step_size)[0] if args.step_size else None
+    radii, step_size = _check_attack_arguments(args)
     model, variables, batches, total, weights, description = _attack_setup(args)
     with tqdm(total=total, desc=f"evaluate {args.attack}", unit="img") as bar:
         results = evaluate.evaluate(
@@ -238,10 +387,9 @@ def _run_attack(args: argparse.Namespace) -> int:
 
     from jaxseg import attacks, evaluate, metrics
 
-    radius = _parse_radii(args.eps)
+    radius, step_size = _check_attack_arguments(args)
     if len(radius) != 1:
         raise ValueError(f"jaxseg attack takes one radius; got {args.eps!r} (use jaxseg evaluate for several)")
-    step_size = _parse_radii(args.step_size)[0] if args.step_size else None
     model, variables, batches, _, weights, _ = _attack_setup(args)
     logits_fn = attacks.logits_function(model)
     iterations = args.iterations or evaluate.DEFAULT_ITERATIONS[args.attack]
@@ -410,9 +558,10 @@ def _run_data_show(args: argparse.Namespace) -> int:
     split = args.split or info.eval_split
     if args.num < 1:
         raise ValueError(f"--num must be >= 1, got {args.num}")
+    out = args.out or f"{args.name.replace('/', '-')}-{split}.png"
+    _check_output_file(out, "--out")
     source = open_split(args.name, split, args.data_dir)
     examples = [source[i] for i in range(min(args.num, len(source)))]
-    out = args.out or f"{args.name.replace('/', '-')}-{split}.png"
     images, labels = [e["image"] for e in examples], [e["label"] for e in examples]
     save_example_grid(images, labels, info.palette, out, titles=[bytes(e["id"]).decode() for e in examples])
     print(f"wrote {len(examples)} examples of {args.name} {split} to {out}")
@@ -426,6 +575,10 @@ def _run_data_stats(args: argparse.Namespace) -> int:
 
     info = dataset_info(args.name)
     split = args.split or info.train_split
+    if args.num_examples < 0:
+        raise ValueError(f"--num-examples must be >= 0 (0: all); got {args.num_examples}")
+    if args.json:
+        _check_output_file(args.json, "--json")
     stats = split_statistics(args.name, split, data_dir=args.data_dir, num_examples=args.num_examples)
     weights = dataset_class_weights(args.name, args.data_dir)
     summary = stats.to_json_dict()
@@ -443,6 +596,24 @@ def _run_data_stats(args: argparse.Namespace) -> int:
             json.dump(summary, handle, indent=2)
         print(f"wrote {args.json}")
     return 0
+
+
+def _check_pag_arguments(args: argparse.Namespace, iterations: tuple[str, int] | None = None) -> None:
+    """The ``generate`` / ``inpaint`` / ``saliency`` arguments that can be checked before any file or model is
+    read: iteration counts, radius and step size, ``--norm linf`` needing ``--eps``, the output directory."""
+    import math
+
+    if iterations is not None and iterations[1] < 1:
+        raise ValueError(f"{iterations[0]} must be >= 1; got {iterations[1]}")
+    for option in ("eps", "step_size"):
+        value = getattr(args, option, None)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--{option.replace('_', '-')} must be finite and > 0 on the [0, 1] image scale; got {value}")
+    if getattr(args, "norm", None) == "linf" and args.eps is None:
+        raise ValueError("--norm linf needs --eps (the default radius is defined for l2 only)")
+    if args.num_classes is not None and args.num_classes < 1:
+        raise ValueError(f"--num-classes must be >= 1; got {args.num_classes}")
+    _check_output_dir(args.out)
 
 
 def _add_generate(subparsers) -> None:
@@ -478,21 +649,32 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     from jaxseg.pag import io
 
+    _check_pag_arguments(args, ("--steps", args.steps))
+    gaussians, mean_colour = None, args.mean_colour
+    fit_dataset = args.start != "noise" and (args.start == "class-gaussian" or mean_colour is None)
+    if fit_dataset and not args.dataset:
+        raise ValueError(f"--start {args.start} needs --dataset NAME" + (" (or --mean-colour R G B)" if args.start == "mean" else ""))
+    if fit_dataset:
+        from jaxseg import data
+
+        data.dataset_info(args.dataset)  # an unknown name fails here, before the model is built
+    if fit_dataset and args.fit_images < 1:
+        raise ValueError(f"--fit-images must be >= 1; got {args.fit_images}")
+    if mean_colour is not None and not all(0.0 <= c <= 1.0 for c in mean_colour):
+        raise ValueError(f"--mean-colour must be three numbers in [0, 1]; got {mean_colour}")
     bar = tqdm(total=4, desc="generate", unit="stage")
     target = io.read_label_png(args.target)
     logits_fn, variables, description = io.load_model(
         checkpoint=args.checkpoint, model=args.model, num_classes=args.num_classes, random_init=args.random_init,
         image_size=target.shape[1:3], seed=args.seed)
+    io.check_label_values(target, description["num_classes"], args.target)
     bar.update()
     import jax
     import numpy as np
 
     from jaxseg.pag import generate
 
-    gaussians, mean_colour = None, args.mean_colour
-    if args.start != "noise" and (args.start == "class-gaussian" or mean_colour is None):
-        if not args.dataset:
-            raise ValueError(f"--start {args.start} needs --dataset NAME" + (" (or --mean-colour R G B)" if args.start == "mean" else ""))
+    if fit_dataset:
         from jaxseg import data
 
         images, labels = data.load_split_arrays(args.dataset, data.dataset_info(args.dataset).train_split,
@@ -556,14 +738,22 @@ def _run_inpaint(args: argparse.Namespace) -> int:
 
     from jaxseg.pag import io
 
+    import math
+
+    _check_pag_arguments(args, ("--steps", args.steps))
+    if not (math.isfinite(args.anchor_weight) and args.anchor_weight >= 0):
+        raise ValueError(f"--anchor-weight must be finite and >= 0; got {args.anchor_weight}")
     bar = tqdm(total=3, desc="inpaint", unit="stage")
     image, mask, label = io.read_image_png(args.image), io.read_mask_png(args.mask), io.read_label_png(args.label)
     for name, shape in (("mask", mask.shape[1:3]), ("label map", label.shape[1:3])):
         if shape != image.shape[1:3]:
             raise ValueError(f"the {name} is {shape[0]}x{shape[1]} but the image is {image.shape[1]}x{image.shape[2]}")
+    if not mask.any():
+        raise ValueError(f"{args.mask}: the mask selects no pixel (non-zero = fill)")
     logits_fn, variables, description = io.load_model(
         checkpoint=args.checkpoint, model=args.model, num_classes=args.num_classes, random_init=args.random_init,
         image_size=image.shape[1:3], seed=args.seed)
+    io.check_label_values(label, description["num_classes"], args.label)
     bar.update()
     import jax
     import numpy as np
@@ -631,8 +821,22 @@ def _run_saliency(args: argparse.Namespace) -> int:
 
     from jaxseg.pag import io
 
+    import math
+
     if args.class_index is None and args.label is None:
         raise ValueError("give --class C (a class to explain) or --label MAP.png (a label map to explain)")
+    _check_pag_arguments(args)
+    if args.class_index is not None and args.class_index < 0:
+        raise ValueError(f"--class must be a class index >= 0; got {args.class_index}")
+    for option, value, low in (("--samples", args.samples, 1), ("--ig-steps", args.ig_steps, 1)):
+        if value < low:
+            raise ValueError(f"{option} must be >= {low}; got {value}")
+    if not (math.isfinite(args.noise_scale) and args.noise_scale > 0):
+        raise ValueError(f"--noise-scale must be finite and > 0; got {args.noise_scale}")
+    if not (math.isfinite(args.sigma) and args.sigma >= 0):
+        raise ValueError(f"--sigma must be finite and >= 0; got {args.sigma}")
+    if not 0 < args.threshold < 1:
+        raise ValueError(f"--threshold must lie in (0, 1); got {args.threshold}")
     bar = tqdm(total=3, desc="saliency", unit="stage")
     image = io.read_image_png(args.image)
     label = io.read_label_png(args.label) if args.label else None
@@ -644,6 +848,11 @@ def _run_saliency(args: argparse.Namespace) -> int:
     logits_fn, variables, description = io.load_model(
         checkpoint=args.checkpoint, model=args.model, num_classes=args.num_classes, random_init=args.random_init,
         image_size=image.shape[1:3], seed=args.seed)
+    if args.class_index is not None and args.class_index >= description["num_classes"]:
+        raise ValueError(f"--class {args.class_index} is not a class of the model, which has "
+                         f"{description['num_classes']} (0 to {description['num_classes'] - 1})")
+    if label is not None:
+        io.check_label_values(label, description["num_classes"], args.label)
     bar.update()
     import jax
     import numpy as np
@@ -688,8 +897,11 @@ def _run_saliency(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxseg",
-        description="Adversarially robust semantic segmentation in JAX/Flax.",
+        description="Adversarially robust semantic segmentation in JAX/Flax. Bad arguments and unreadable files "
+        "are reported in one line with exit code 2.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help=f"also print the traceback of reported errors (or set {DEBUG_ENVIRONMENT}=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_models(subparsers)
     _add_generate(subparsers)
@@ -714,6 +926,9 @@ def main(argv: list[str] | None = None) -> int:
     # `--config.a.b=value` style overrides are collected for subcommands that take a config.
     overrides = [u for u in unknown if u.startswith("--config.")]
     rest = [u for u in unknown if not u.startswith("--config.")]
+    if "--debug" in rest:  # accepted after the command too: jaxseg evaluate ... --debug
+        args.debug = True
+        rest = [u for u in rest if u != "--debug"]
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     if overrides:
@@ -722,9 +937,53 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides or []) + _strip_config_prefix(overrides)
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"jaxseg {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:
+        code = exit_code(error)
+        if code is None:
+            raise
+        if args.debug or _debug_from_environment():
+            import traceback
+
+            traceback.print_exc()
+        print(f"jaxseg {args.command}: error: {_describe(error)}", file=sys.stderr)
+        return code
+
+
+DEBUG_ENVIRONMENT = "JAXSEG_DEBUG"
+# OSErrors that mean a path the user gave is missing, blocked, read-only or of the wrong kind.
+_USER_ERRNOS = ("ENOENT", "EEXIST", "EACCES", "EPERM", "EROFS", "ENOTDIR", "EISDIR", "ENAMETOOLONG", "ELOOP",
+                "ENOTEMPTY")
+
+
+def exit_code(error: BaseException) -> int | None:
+    """The exit code ``main`` reports ``error`` with: 2 for a bad argument or input (``ValueError``, including
+    ``jaxseg.checkpoint.UnreadableFileError``; a missing, blocked, read-only or wrong-kind path), 1 for other
+    ``OSError``s (a full disk, an I/O error), None for anything else (a bug: its traceback is shown)."""
+    import errno
+
+    if isinstance(error, ValueError):
         return 2
+    if isinstance(error, (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+                          NotADirectoryError)):
+        return 2
+    if isinstance(error, OSError):
+        user = {getattr(errno, name) for name in _USER_ERRNOS if hasattr(errno, name)}
+        return 2 if error.errno in user else 1
+    return None
+
+
+def _describe(error: BaseException) -> str:
+    """One readable line (or block) for ``error``: an OSError as 'PATH: reason', else its message."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        target = f" -> {error.filename2}" if error.filename2 is not None else ""
+        return f"{error.filename}{target}: {error.strerror}"
+    return str(error) or type(error).__name__
+
+
+def _debug_from_environment() -> bool:
+    import os
+
+    return os.environ.get(DEBUG_ENVIRONMENT, "").strip().lower() not in ("", "0", "false", "no")
 
 
 if __name__ == "__main__":

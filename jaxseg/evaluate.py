@@ -328,20 +328,28 @@ def load_model(model: str, *, num_classes: int | None = None, random_init: bool 
                seed: int = 0, model_options: dict | None = None):
     """``(module, variables, num_classes)`` from a checkpoint directory or, with ``random_init``, a registry name.
 
-    A directory is read with ``jaxseg.checkpoint.load_variables`` (its metadata names the model); a registry
-    name needs ``random_init=True`` and ``num_classes`` (smoke runs with untrained weights).
+    A directory (variables checkpoint or training run) is read with ``jaxseg.checkpoint.load_model``: its
+    metadata names the model, whose parameter names and shapes are checked against the saved ones before any
+    weight is read; only the model variables are read. ``num_classes`` is then ignored. A registry name needs
+    ``random_init=True`` and ``num_classes`` (smoke runs with untrained weights). Image classifiers are refused
+    (their (B, K) logits cannot be scored per pixel).
+
+    Raises ``FileNotFoundError`` / ``ValueError`` (``jaxseg.checkpoint.UnreadableFileError`` for damaged files)
+    naming the checkpoint and the problem.
     """
     from jaxseg import models
+    from jaxseg.checkpoint import check_segmentation_model, load_model as load_checkpoint_model
 
     path = Path(model)
     if path.is_dir():
-        from jaxseg.checkpoint import load_variables
-
-        variables, metadata = load_variables(path)
-        options = {**metadata.get("options", {}), **(model_options or {})}
-        module = models.create_model(metadata["model"], int(metadata["num_classes"]), **options)
+        module, variables, metadata = load_checkpoint_model(path, segmentation=True, model_options=model_options)
         return module, variables, int(metadata["num_classes"])
+    if path.exists():
+        raise ValueError(f"--model {model} is a file; give a checkpoint directory (jaxseg convert, jaxseg train) or a "
+                         "registered model name with --random-init")
     if model not in models.list_models():
+        if "/" in model or "\\" in model:
+            raise FileNotFoundError(f"checkpoint directory {model} does not exist")
         raise ValueError(f"--model {model!r} is neither a checkpoint directory nor a registered model "
                          f"({', '.join(models.list_models())})")
     if not random_init:
@@ -349,5 +357,6 @@ def load_model(model: str, *, num_classes: int | None = None, random_init: bool 
     if num_classes is None:
         raise ValueError("a randomly initialised model needs the number of classes")
     module = models.create_model(model, int(num_classes), **(model_options or {}))
+    check_segmentation_model(module, "--model", model, int(num_classes))
     variables = models.init_variables(module, jax.random.PRNGKey(seed), (1, image_size, image_size, 3))
     return module, variables, int(num_classes)

@@ -159,12 +159,17 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     Floating tensors become float32 arrays.
 
     Raises:
-      FileNotFoundError: no such file.
-      ValueError: unsupported suffix, unreadable/truncated file, refused pickle, or no tensors inside.
+      FileNotFoundError: no such file (IsADirectoryError: a directory).
+      ValueError: unsupported suffix, refused pickle, or no tensors inside; ``UnreadableFileError`` (a
+        ValueError) for an empty, truncated, corrupt or foreign file. Messages name the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give the PyTorch checkpoint file itself")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise _unreadable(path, "the file is empty")
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
         raw = _load_safetensors(path)
@@ -174,7 +179,10 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         raise ValueError(
             f"unsupported checkpoint file {path.name}: expected a {' / '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)} file"
         )
-    raw = _unwrap(raw)
+    try:
+        raw = _unwrap(raw)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     arrays = {key: value for key, value in raw.items() if isinstance(key, str) and isinstance(value, np.ndarray)}
     if not arrays:
         raise ValueError(f"{path} holds no tensors (top-level keys: {sorted(map(str, raw))[:20]})")
@@ -186,8 +194,10 @@ def _load_safetensors(path: Path) -> dict:
 
     try:
         raw = load_file(str(path))
+    except PermissionError:
+        raise
     except Exception as error:  # the safetensors reader raises several types for corrupt files
-        raise ValueError(f"could not read {path} as safetensors (truncated or corrupt?): {error}") from error
+        raise _unreadable(path, f"could not read it as safetensors (truncated or corrupt?): {_first_line(error)}") from error
     return {key: _as_float32(value) for key, value in raw.items()}
 
 
@@ -202,19 +212,57 @@ def _load_torch(path: Path) -> dict:
     try:
         raw = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if not _refused_code(error) and not _looks_like_pickle(path):  # bytes that are no pickle at all
+            raise _unreadable(path, "could not read it as a PyTorch checkpoint (truncated or corrupt, or not a "
+                                    f"checkpoint at all?): {_unpickling_reason(error)}") from error
         raise ValueError(
             f"refusing {path}: it is not a plain weights file, loading it would need arbitrary code "
             f"({_unpickling_reason(error)}); convert it to .safetensors in a trusted environment"
         ) from error
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise ValueError(f"could not read {path} as a PyTorch checkpoint (truncated or corrupt?): {error}") from error
+    except PermissionError:
+        raise
+    except Exception as error:  # torch's readers raise many types (EOFError, KeyError, IndexError, RuntimeError ...)
+        raise _unreadable(path, "could not read it as a PyTorch checkpoint (truncated or corrupt, or not a "
+                                f"checkpoint at all?): {_first_line(error)}") from error
     return _tensors_to_numpy(raw, torch)
+
+
+REFUSED_PICKLE_MARKERS = ("GLOBAL", "Can only create new object", "Can only build")
+
+
+def _refused_code(error: Exception) -> bool:
+    """Whether torch's weights_only unpickler refused an object that would run code (a global, a class), as
+    opposed to bytes that are not a pickle it understands."""
+    return any(marker in str(error) for marker in REFUSED_PICKLE_MARKERS)
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    """Whether the file starts as a pickle of protocol 2-5 does (PROTO opcode): a plain ``pickle.dump`` that the
+    weights-only reader cannot follow, rather than random bytes."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def _unpickling_reason(error: Exception) -> str:
     """The line of torch's weights_only message that names the refused object (e.g. 'Unsupported global: ...')."""
-    lines = [line.strip() for line in str(error).splitlines() if "Unsupported" in line or "WeightsUnpickler" in line]
-    return lines[0] if lines else type(error).__name__
+    lines = [line.strip().removeprefix("WeightsUnpickler error:").strip() for line in str(error).splitlines()
+             if any(word in line for word in ("Unsupported", "GLOBAL", "Can only"))]
+    return lines[0].split(". ")[0] if lines else _first_line(error)
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    """``Type: first sentence`` of a reader's error message (torch's run to many lines of advice)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = text.split(". ")[0]
+    text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unreadable(path: Path, problem: str):
+    from jaxseg.checkpoint import UnreadableFileError
+
+    return UnreadableFileError(path, problem)
 
 
 def _tensors_to_numpy(value, torch):

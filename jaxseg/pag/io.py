@@ -26,21 +26,38 @@ MODEL_ARGUMENTS = (
 )
 
 
-def _open(path) -> Image.Image:
+def _open(path, what: str) -> Image.Image:
+    """The decoded image at ``path``; ``FileNotFoundError`` or ``UnreadableFileError`` (a ``ValueError``) naming
+    the file and ``what`` it should have been otherwise."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not {what}")
     if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    return Image.open(path)
+        raise FileNotFoundError(f"no such file: {path} (expected {what})")
+    try:
+        image = Image.open(path)
+        image.load()  # Image.open reads only the header; a truncated file fails here
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        if isinstance(error, PermissionError):
+            raise
+        from jaxseg.checkpoint import UnreadableFileError, short_error
+
+        size = path.stat().st_size
+        problem = "the file is empty" if size == 0 else f"not a readable image ({short_error(error)})"
+        raise UnreadableFileError(path, f"{problem}; expected {what}") from error
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"{path}: the image has no pixels ({image.width}x{image.height})")
+    return image
 
 
 def read_image_png(path) -> np.ndarray:
     """An RGB image file → float32 (1, H, W, 3) in [0, 1]."""
-    return (np.asarray(_open(path).convert("RGB"), np.float32) / 255.0)[None]
+    return (np.asarray(_open(path, "an RGB image (PNG)").convert("RGB"), np.float32) / 255.0)[None]
 
 
 def read_label_png(path) -> np.ndarray:
     """A label-map PNG of class indices (mode L or P; pixel value = class, 255 = ignore) → int32 (1, H, W)."""
-    image = _open(path)
+    image = _open(path, "a label-map PNG of class indices")
     if image.mode not in ("L", "P", "I", "I;16"):
         raise ValueError(f"{path}: a label map must be a single-channel PNG of class indices (mode L or P); "
                          f"got mode {image.mode}")
@@ -49,7 +66,16 @@ def read_label_png(path) -> np.ndarray:
 
 def read_mask_png(path) -> np.ndarray:
     """A mask image (any mode; non-zero = inside) → bool (1, H, W)."""
-    return (np.asarray(_open(path).convert("L")) > 0)[None]
+    return (np.asarray(_open(path, "a mask image (PNG, non-zero = inside)").convert("L")) > 0)[None]
+
+
+def check_label_values(labels: np.ndarray, num_classes: int, source) -> None:
+    """``ValueError`` naming ``source`` unless every label is in [0, num_classes) or 255 (free/ignored pixel)."""
+    labels = np.asarray(labels)
+    bad = np.unique(labels[((labels < 0) | (labels >= num_classes)) & (labels != 255)])
+    if bad.size:
+        raise ValueError(f"{source}: label values must be class indices in [0, {num_classes}) or 255 (ignored) for "
+                         f"this {num_classes}-class model; found {bad[:10].tolist()}")
 
 
 def write_image_png(path, image: np.ndarray) -> None:
@@ -62,22 +88,24 @@ def load_model(*, checkpoint=None, model: str | None = None, num_classes: int | 
     """``(logits_fn, variables, description)``: the model of a checkpoint (``load_variables`` +
     ``create_model(metadata['model'], metadata['num_classes'], **metadata['options'])``), or with
     ``random_init`` the registered ``model`` with K = ``num_classes`` and random weights (initialised for
-    ``image_size`` (H, W)). ``logits_fn`` is a hashable ``(variables, images) -> logits``."""
+    ``image_size`` (H, W)). ``logits_fn`` is a hashable ``(variables, images) -> logits``. The checkpoint's
+    parameter names and shapes are checked against the model first (``jaxseg.checkpoint.load_model``); image
+    classifiers are refused."""
     from jaxseg.attacks import ModelLogits
     from jaxseg.models import create_model
 
     if (checkpoint is None) == (not random_init):
         raise ValueError("give either --checkpoint DIR or --random-init with --model NAME --num-classes K")
-    if checkpoint is not None:
-        from jaxseg.checkpoint import load_variables
+    from jaxseg.checkpoint import check_segmentation_model, load_model as load_checkpoint_model
 
-        variables, metadata = load_variables(checkpoint)
-        network = create_model(metadata["model"], int(metadata["num_classes"]), **metadata.get("options", {}))
+    if checkpoint is not None:
+        network, variables, metadata = load_checkpoint_model(checkpoint, segmentation=True)
         return ModelLogits(network), variables, {"model": metadata["model"], "num_classes": int(metadata["num_classes"]),
                                                  "checkpoint": str(checkpoint)}
     if model is None or num_classes is None:
         raise ValueError("--random-init needs --model NAME and --num-classes K")
     network = create_model(model, int(num_classes))
+    check_segmentation_model(network, "--model", model, int(num_classes))
     variables = _random_variables(model, int(num_classes), tuple(int(s) for s in image_size), int(seed))
     return ModelLogits(network), variables, {"model": model, "num_classes": int(num_classes), "random_init": True}
 
