@@ -47,6 +47,7 @@ def _run_quickstart(args: argparse.Namespace) -> int:
 
     from jaxseg import quickstart
 
+    _check_output_dir(args.workdir, "--workdir")
     workdir = Path(args.workdir).expanduser().resolve()
     if not args.no_compilation_cache and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         # A rerun after an interruption then skips the minutes of compilation it already paid for.
@@ -245,10 +246,9 @@ def _parse_compute_dtype(value: str | None):
 def _check_attack_arguments(args: argparse.Namespace) -> tuple[list[float], float | None]:
     """Every ``evaluate`` / ``attack`` argument that can be checked without data or model; returns the radii and
     the step size."""
-    from jaxseg.attacks import threat
-
     import math
 
+    from jaxseg.attacks import threat
     from jaxseg.config import parse_value
 
     radii = _parse_radii(args.eps)

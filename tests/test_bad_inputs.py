@@ -220,6 +220,7 @@ CLI_CASES = [
     case("convert-suffix", "convert {arrays} --out {out}", "unsupported checkpoint file arrays.npz"),
     case("convert-out-not-empty", "convert {random_safetensors} --out {tmp}", "must be a new or empty directory"),
     case("convert-out-under-a-file", "convert {random_safetensors} --out {arrays}/converted", "cannot be created: {arrays} is a file"),
+    case("quickstart-workdir-under-a-file", "quickstart --workdir {arrays}/qs", "--workdir {arrays}/qs cannot be created"),
     # ---- data and config
     case("data-show-unknown", "data show imagenet", "unknown dataset 'imagenet'"),
     case("data-show-num-zero", "data show synthetic_shapes --num 0", "--num must be >= 1"),
