@@ -51,7 +51,7 @@ def test_resumed_run_after_sigterm_matches_uninterrupted_run(data_dir, tmp_path)
             os.kill(os.getpid(), signal.SIGTERM)
 
     first = train(config, tmp_path / "resumed", on_step=preempt_at_two)
-    assert first["status"] == "preempted" and first["step"] == 2
+    assert first["status"] == "preempted" and first["step"] == first["checkpoint_step"] == 2
     # The SIGTERM left a restorable checkpoint.
     variables, metadata = load_variables(tmp_path / "resumed")
     assert metadata["step"] == 2 and metadata["model"] == "upernet_convnext_atto"
@@ -64,9 +64,12 @@ def test_resumed_run_after_sigterm_matches_uninterrupted_run(data_dir, tmp_path)
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), full_variables, resumed_variables
     )
 
-    # Logs: JSON lines with training and evaluation metrics, TensorBoard events, the config.
+    # Logs: JSON lines with training and evaluation metrics, TensorBoard events, the config; each step once
+    # in the resumed run's too.
     lines = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines if "loss" in line] == [1, 2, 3, 4]
+    resumed_lines = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in resumed_lines] == [line["step"] for line in lines]
     evaluations = [line for line in lines if "clean_mIoU" in line]
     assert [e["step"] for e in evaluations] == [2, 4]
     for e in evaluations:

@@ -156,7 +156,8 @@ def _restore(manager, step: int, abstract_state, data_iterator):
 
 
 def _read_only_manager(directory: Path) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0, max_to_keep=None)
+    return ocp.CheckpointManager(directory, options=options)
 
 
 def latest_step(workdir: str | Path) -> int | None:
