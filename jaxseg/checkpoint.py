@@ -299,7 +299,7 @@ def load_variables(directory: str | Path, target=None, shardings=None) -> tuple[
         raise NotADirectoryError(f"{directory} is a file, not a checkpoint directory (a variables checkpoint from "
                                  f"jaxseg convert, or a training work directory)")
     if (directory / TRAIN_CHECKPOINTS_DIR).exists() and not (directory / VARIABLES_DIR).exists():
-        return _load_training_variables(directory, target, shardings)
+        return load_run_variables(directory, target=target, shardings=shardings)
     metadata = read_metadata(directory)
     item = directory / VARIABLES_DIR
     with ocp.PyTreeCheckpointer() as checkpointer:
@@ -319,10 +319,10 @@ def load_variables(directory: str | Path, target=None, shardings=None) -> tuple[
     return variables, metadata
 
 
-def _training_metadata(workdir: Path) -> tuple[Path, dict]:
-    """``(step directory, metadata)`` of a training run's latest complete checkpoint: model, num_classes and
-    options from its saved config, plus ``step`` and ``source``. Reads no weights and writes nothing."""
-    steps_directory = workdir / TRAIN_CHECKPOINTS_DIR
+def _training_metadata(workdir: Path, subdirectory: str = TRAIN_CHECKPOINTS_DIR) -> tuple[Path, dict]:
+    """``(step directory, metadata)`` of a training run's latest complete checkpoint in ``subdirectory``: model,
+    num_classes and options from its saved config, plus ``step`` and ``source``. Reads no weights, writes nothing."""
+    steps_directory = workdir / subdirectory
     try:
         with _quiet_orbax_warnings():
             manager = ocp.CheckpointManager(steps_directory,
@@ -362,10 +362,14 @@ def _leaf_types(tree) -> dict[str, tuple]:
     }
 
 
-def _load_training_variables(workdir: Path, target=None, shardings=None) -> tuple[dict, dict]:
-    """``(variables, metadata)`` of the latest complete checkpoint of a training run: ``params`` and
-    ``batch_stats`` of its ``state`` item (the optimiser state is not read) and the model from its config."""
-    step_directory, metadata = _training_metadata(workdir)
+def load_run_variables(workdir: str | Path, *, target=None, shardings=None,
+                       subdirectory: str = TRAIN_CHECKPOINTS_DIR) -> tuple[dict, dict]:
+    """``(variables, metadata)`` of the latest complete checkpoint in ``workdir/subdirectory`` of a training run
+    (``checkpoints``; ``best`` for the best one): ``params`` and ``batch_stats`` of its ``state`` item (the optimiser
+    state is never read) and ``model``, ``num_classes``, ``options``, ``step``, ``source`` from its saved config.
+    Reads only; ``target``/``shardings`` as in ``load_variables`` (a ``ModelMismatchError`` lists differences)."""
+    workdir = Path(workdir).resolve()
+    step_directory, metadata = _training_metadata(workdir, subdirectory)
     item = step_directory / TRAIN_STATE_ITEM
     with ocp.PyTreeCheckpointer() as checkpointer:
         saved = _saved_tree(checkpointer, item)
