@@ -123,6 +123,15 @@ class _Preemption:
     def _handle(self, signum, frame):
         self.requested = True
 
+    def agreed(self) -> bool:
+        """Whether any process was asked to stop: all processes of a multi-process run stop at the same step
+        (one small all-gather per step; one process alone just reads its flag)."""
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+
+        return bool(np.any(multihost_utils.process_allgather(np.asarray(self.requested))))
+
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
@@ -531,7 +540,7 @@ def _train(config, workdir: Path, on_step, preemption: _Preemption) -> dict:
         process_index=jax.process_index(), process_count=jax.process_count(),
         worker_count=int(data_config.worker_count),
     )
-    _, state = restore_latest(workdir, abstract_state, iterator)  # checks the checkpoint matches this model
+    restored_step, state = restore_latest(workdir, abstract_state, iterator)  # checks it matches this model
     train_step = jax.jit(make_train_step(model, optimizer, config), donate_argnums=0, out_shardings=(state_shardings, None))
     eval_step = compiled_eval_step(model, config)
     # Tracing on abstract inputs checks the model and attack settings; the first calls reuse the traces.
@@ -540,13 +549,21 @@ def _train(config, workdir: Path, on_step, preemption: _Preemption) -> dict:
     eval_step.eval_shape(
         {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats}, eval_batch, eval_key
     )
+    if preemption.agreed():  # stopped while checking: leave the work directory as it is
+        step = int(restored_step or 0)
+        return {"status": "preempted", "step": step, "checkpoint_step": restored_step, "steps_per_second": 0.0}
     if state is None:
         variables = init_variables(model, init_key, input_shape)
         if config.model.init_from:
             variables, _ = initialise_from(variables, config.model.init_from)
         state = jax.jit(lambda v: create_train_state(v, optimizer), out_shardings=state_shardings)(variables)
 
-    # 2. Write: the directory, the config, the records truncated to the restored step, then train.
+    # 2. Write: the directory, the config, the records truncated to the restored step, then train. With several
+    # processes, none writes before all have checked (and seen the work directory as it was).
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("jaxseg train: checked")
     workdir = writable_directory(workdir)
     if jax.process_index() == 0:
         save_config(config, workdir / "config.json")
@@ -560,7 +577,8 @@ def _train(config, workdir: Path, on_step, preemption: _Preemption) -> dict:
     try:
         writer = _MetricWriter(workdir, resume_step=step)
         try:
-            while step < total_steps and not preemption.requested:
+            stop = False
+            while step < total_steps and not (stop := preemption.agreed()):
                 batch = parallel.shard_batch(next(iterator), mesh)
                 state, step_metrics = train_step(state, batch, step_key)
                 step += 1
@@ -579,7 +597,7 @@ def _train(config, workdir: Path, on_step, preemption: _Preemption) -> dict:
                     checkpoints.save_best(step, state, config, last_eval)
                 if step % int(config.train.checkpoint_every) == 0 or step == total_steps:
                     checkpoints.save(step, state, iterator, config)
-            if preemption.requested and step < total_steps:
+            if stop:
                 if checkpoints.latest_step() != step and step > 0:
                     checkpoints.save(step, state, iterator, config, force=True)
                 status = "preempted"
