@@ -271,46 +271,6 @@ def _check_attack_arguments(args: argparse.Namespace) -> tuple[list[float], floa
     return radii, step_size
 
 
-def _load_arrays(path: str):
-    """``evaluate.load_arrays``, with a file that is not a readable .npz archive reported as such."""
-    import zipfile
-    import zlib
-    from pathlib import Path
-
-    from jaxseg import evaluate
-    from jaxseg.checkpoint import UnreadableFileError, short_error
-
-    file = Path(path)
-    if file.is_dir():
-        raise IsADirectoryError(f"--arrays {path} is a directory, not a .npz file")
-    if file.is_file() and not zipfile.is_zipfile(file):
-        problem = "the file is empty" if file.stat().st_size == 0 else "not a .npz archive (truncated or another format?)"
-        raise UnreadableFileError(path, f"{problem}; --arrays expects np.savez(path, images=..., labels=...)")
-    try:
-        return evaluate.load_arrays(path)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-        raise UnreadableFileError(path, f"a damaged .npz archive ({short_error(error)})") from error
-
-
-def _check_arrays(path: str, images, labels) -> int:
-    """Shape and dtype checks of an ``--arrays`` file beyond ``evaluate.load_arrays``; returns the number of
-    classes its labels need (largest label + 1)."""
-    import numpy as np
-
-    if labels.shape != images.shape[:3]:
-        raise ValueError(f"{path}: labels must have shape (N, H, W) = {images.shape[:3]} to match the images; "
-                         f"got {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{path}: labels must be integer class indices (255 = ignored); got dtype {labels.dtype}")
-    bad = np.unique(labels[(labels < 0) | ((labels > 254) & (labels != 255))])
-    if bad.size:
-        raise ValueError(f"{path}: labels must be class indices >= 0 (255 = ignored); found {bad[:10].tolist()}")
-    labelled = labels[labels != 255]
-    if labelled.size == 0:
-        raise ValueError(f"{path}: every label is 255 (ignored); there is nothing to score")
-    return int(labelled.max()) + 1
-
-
 def _attack_setup(args: argparse.Namespace):
     """(model, variables, batches, total examples, class weights, data description) for ``evaluate`` / ``attack``.
 
@@ -319,8 +279,8 @@ def _attack_setup(args: argparse.Namespace):
     from jaxseg import data, evaluate
 
     if args.arrays:
-        images, labels = _load_arrays(args.arrays)
-        needed = _check_arrays(args.arrays, images, labels)
+        images, labels = evaluate.load_arrays(args.arrays)
+        needed = int(labels[labels != 255].max()) + 1
         if args.num_classes is not None and args.num_classes < needed:
             raise ValueError(f"{args.arrays}: labels go up to {needed - 1}, more than --num-classes {args.num_classes} "
                              "allows")

@@ -308,19 +308,47 @@ def array_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, num_e
 
 
 def load_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(images, labels) from an ``.npz`` with keys ``images`` (N, H, W, 3) float in [0, 1] and ``labels`` (N, H, W)."""
+    """(images, labels) from an ``.npz`` with keys ``images`` (N, H, W, 3) float in [0, 1] and ``labels`` (N, H, W)
+    int class indices (255 = ignored).
+
+    Raises FileNotFoundError for a missing file and ValueError (``UnreadableFileError`` for files that are not
+    readable .npz archives) naming the file and the problem, before anything else is done with the data.
+    """
+    import zipfile
+    import zlib
+
+    from jaxseg.checkpoint import UnreadableFileError, short_error
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"array file {path} does not exist")
-    with np.load(path) as data:
-        missing = {"images", "labels"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path} must contain arrays 'images' and 'labels'; missing {sorted(missing)}")
-        images, labels = data["images"], data["labels"]
+    if path.is_dir():
+        raise IsADirectoryError(f"array file {path} is a directory, not a .npz file")
+    if not zipfile.is_zipfile(path):
+        problem = "the file is empty" if path.stat().st_size == 0 else "not a .npz archive (truncated or another format?)"
+        raise UnreadableFileError(path, f"{problem}; expected np.savez(path, images=..., labels=...)")
+    try:
+        with np.load(path) as data:
+            missing = {"images", "labels"} - set(data.files)
+            if missing:
+                raise ValueError(f"{path} must contain arrays 'images' and 'labels'; missing {sorted(missing)}")
+            images, labels = data["images"], data["labels"]
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise UnreadableFileError(path, f"a damaged .npz archive ({short_error(error)})") from error
     try:
         validate_images(images)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
+    if labels.shape != images.shape[:3]:
+        raise ValueError(f"{path}: labels must have shape (N, H, W) = {images.shape[:3]} to match the images; "
+                         f"got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: labels must be integer class indices (255 = ignored); got dtype {labels.dtype}")
+    bad = np.unique(labels[(labels < 0) | (labels > metrics.DEFAULT_IGNORE_INDEX)])
+    if bad.size:
+        raise ValueError(f"{path}: labels must be class indices >= 0 (255 = ignored); found {bad[:10].tolist()}")
+    if np.all(labels == metrics.DEFAULT_IGNORE_INDEX):
+        raise ValueError(f"{path}: every label is 255 (ignored); there is nothing to score")
     return images, labels
 
 

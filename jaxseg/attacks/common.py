@@ -164,7 +164,10 @@ def normalise_dtype(compute_dtype):
     """None or a dtype-like → a hashable ``numpy.dtype`` (static argument)."""
     if compute_dtype is None:
         return None
-    dtype = jnp.dtype(compute_dtype)
+    try:
+        dtype = jnp.dtype(compute_dtype)
+    except TypeError:
+        raise ValueError(f"compute_dtype must be a floating dtype such as bfloat16 or float32; got {compute_dtype!r}") from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"compute_dtype must be a floating dtype such as bfloat16; got {compute_dtype!r}")
     return dtype
