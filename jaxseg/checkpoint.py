@@ -292,12 +292,7 @@ def load_variables(directory: str | Path, target=None, shardings=None) -> tuple[
       UnreadableFileError (a ValueError): damaged files or metadata; the message names them.
       ValueError: the saved variables differ from ``target``.
     """
-    directory = Path(directory).resolve()
-    if not directory.exists():
-        raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
-    if not directory.is_dir():
-        raise NotADirectoryError(f"{directory} is a file, not a checkpoint directory (a variables checkpoint from "
-                                 f"jaxseg convert, or a training work directory)")
+    directory = _existing_checkpoint_directory(directory)
     if (directory / TRAIN_CHECKPOINTS_DIR).exists() and not (directory / VARIABLES_DIR).exists():
         return load_run_variables(directory, target=target, shardings=shardings)
     metadata = read_metadata(directory)
@@ -428,14 +423,20 @@ def _expected_variables(name: str, num_classes: int, options_json: str) -> dict:
     return {k: v for k, v in expected.items() if k in MODEL_COLLECTIONS}
 
 
-def _model_metadata(directory: Path) -> dict:
-    """The model description of a variables checkpoint or training run, without reading any weights."""
-    directory = directory.resolve()
+def _existing_checkpoint_directory(directory) -> Path:
+    """``directory`` resolved, after checking that it exists and is a directory."""
+    directory = Path(directory).resolve()
     if not directory.exists():
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
     if not directory.is_dir():
         raise NotADirectoryError(f"{directory} is a file, not a checkpoint directory (a variables checkpoint from "
                                  f"jaxseg convert, or a training work directory)")
+    return directory
+
+
+def _model_metadata(directory: Path) -> dict:
+    """The model description of a variables checkpoint or training run, without reading any weights."""
+    directory = _existing_checkpoint_directory(directory)
     if (directory / TRAIN_CHECKPOINTS_DIR).exists() and not (directory / VARIABLES_DIR).exists():
         return _training_metadata(directory)[1]
     return read_metadata(directory)
