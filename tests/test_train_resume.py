@@ -52,6 +52,7 @@ def one_device_environment() -> dict:
     env = dict(os.environ)
     flags = env.get("XLA_FLAGS", "").split()
     env["XLA_FLAGS"] = " ".join(f for f in flags if not f.startswith("--xla_force_host_platform_device_count"))
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # the small programs too: eight starts load them
     return env
 
 
@@ -74,8 +75,8 @@ def saves_in_progress(workdir: Path) -> list[str]:
 
 def logged_step(workdir: Path, process: subprocess.Popen) -> int:
     """The last step that ``process`` itself has logged (in the event file named with its process id)."""
-    events = [Event.FromString(payload) for path in (workdir / "tensorboard").glob(f"events.out.tfevents.*.{process.pid}")
-              for _, payload in read_event_records(path)]
+    files = (workdir / "tensorboard").glob(f"events.out.tfevents.*.{process.pid}")
+    events = [Event.FromString(payload) for path in files for _, payload in read_event_records(path)]
     return max((event.step for event in events if event.summary.value), default=-1)
 
 
@@ -104,7 +105,7 @@ def scalar_steps(workdir: Path) -> dict[str, list[int]]:
 
 
 # Eight process starts (each imports, traces and loads the compiled steps: ~10-25 s) and one compilation: about
-# 380 CPU-seconds, 5-9 minutes on a 2-core machine shared with other jobs.
+# 380 CPU-seconds; 4-9 minutes on a 2-core machine shared with other jobs.
 slow = pytest.mark.slow
 
 
@@ -115,37 +116,45 @@ def runs(tmp_path_factory):
     data_dir = root / "data"
     datasets.prepare("synthetic_shapes", data_dir=str(data_dir), image_size=32, num_train=64, num_validation=16,
                      num_test=16)
+    # The interrupted run starts once the uninterrupted one has compiled its training step (the shared cache
+    # then serves it); the two overlap from there.
     uninterrupted = start(train_command(data_dir, root / "uninterrupted"), root / "uninterrupted.log")
-    assert uninterrupted.wait(timeout=900) == 0, (root / "uninterrupted.log").read_text()[-3000:]
+    wait_for(uninterrupted, lambda: logged_step(root / "uninterrupted", uninterrupted) >= 1, "a first step",
+             timeout=900)
 
-    workdir = root / "interrupted"
-    rng = random.Random(SEED)
-    interruptions = []
-    for index in range(SIGKILLS + 1):
-        restored = max(checkpoint_steps(workdir), default=0)
-        log_path = root / f"interrupted-{index}.log"
-        process = start(train_command(data_dir, workdir), log_path)
-        if index == 1:
-            # Right after an asynchronous save starts: the step directory is still Orbax's temporary one.
-            leftover = set(saves_in_progress(workdir))  # the next run removes these when it opens the directory
-            wait_for(process, lambda: set(saves_in_progress(workdir)) - leftover, "a checkpoint save started",
-                     poll=0.005)
-            process.send_signal(signal.SIGKILL)
+    try:
+        workdir = root / "interrupted"
+        rng = random.Random(SEED)
+        interruptions = []
+        for index in range(SIGKILLS + 1):
+            restored = max(checkpoint_steps(workdir), default=0)
+            log_path = root / f"interrupted-{index}.log"
+            process = start(train_command(data_dir, workdir), log_path)
+            if index == 1:
+                # Right after an asynchronous save starts: the step directory is still Orbax's temporary one.
+                leftover = set(saves_in_progress(workdir))  # the next run removes these when it opens the directory
+                wait_for(process, lambda: set(saves_in_progress(workdir)) - leftover, "a checkpoint save started",
+                         poll=0.005)
+                process.send_signal(signal.SIGKILL)
+                returncode = process.wait(timeout=300)
+                interruptions.append({"signal": "SIGKILL", "restored": restored, "returncode": returncode,
+                                      "mid_save": sorted(set(saves_in_progress(workdir)) - leftover)})
+                continue
+            # A random moment: 1-4 steps after the restored one (mid-step, in a log write, an evaluation or a save).
+            target = restored + rng.randint(1, 4)
+            wait_for(process, lambda: logged_step(workdir, process) >= target, f"step {target}")
+            time.sleep(rng.uniform(0.0, 0.5))
+            sigterm = index == SIGKILLS
+            process.send_signal(signal.SIGTERM if sigterm else signal.SIGKILL)
             returncode = process.wait(timeout=300)
-            interruptions.append({"signal": "SIGKILL", "restored": restored, "returncode": returncode,
-                                  "mid_save": sorted(set(saves_in_progress(workdir)) - leftover)})
-            continue
-        # A random moment: 1-4 steps after the restored one (mid-step, in a log write, an evaluation or a save).
-        target = restored + rng.randint(1, 4)
-        wait_for(process, lambda: logged_step(workdir, process) >= target, f"step {target}")
-        time.sleep(rng.uniform(0.0, 0.5))
-        sigterm = index == SIGKILLS
-        process.send_signal(signal.SIGTERM if sigterm else signal.SIGKILL)
-        returncode = process.wait(timeout=300)
-        interruptions.append({"signal": "SIGTERM" if sigterm else "SIGKILL", "restored": restored,
-                              "returncode": returncode, "log": log_path.read_text()})
-    final = start(train_command(data_dir, workdir), root / "final.log")
-    assert final.wait(timeout=900) == 0, (root / "final.log").read_text()[-3000:]
+            interruptions.append({"signal": "SIGTERM" if sigterm else "SIGKILL", "restored": restored,
+                                  "returncode": returncode, "log": log_path.read_text()})
+        final = start(train_command(data_dir, workdir), root / "final.log")
+        assert final.wait(timeout=900) == 0, (root / "final.log").read_text()[-3000:]
+    except BaseException:
+        uninterrupted.kill()
+        raise
+    assert uninterrupted.wait(timeout=900) == 0, (root / "uninterrupted.log").read_text()[-3000:]
     return {"uninterrupted": root / "uninterrupted", "interrupted": workdir, "interruptions": interruptions,
             "data_dir": data_dir}
 
