@@ -1,7 +1,7 @@
 """Pieces shared by the attacks: the result type, the model/loss evaluation of an iterate, input checks and
 the compile-once dispatch.
 
-Calling convention (DESIGN.md): ``attack(logits_fn, images, labels, key, *, eps, ...)``. ``logits_fn`` maps
+Calling convention: ``attack(logits_fn, images, labels, key, *, eps, ...)``. ``logits_fn`` maps
 images (B, H, W, 3) in [0, 1] to logits (B, H, W, K). For large models pass a pure function of
 ``(variables, images)`` together with ``variables=...``: the variables are then an argument of the compiled
 attack rather than constants baked into it, and the compiled attack is reused for every batch of the same

@@ -1,4 +1,4 @@
-"""Per-pixel attack losses (REFERENCE.md §1), all to be *maximised* by an attack.
+"""Per-pixel attack losses (docs/sea_evaluation.md and the papers named per loss), all to be *maximised* by an attack.
 
 Every loss maps logits (..., K) and integer labels (...) to per-pixel values (...) float32; for segmentation
 that is (B, H, W, K) → (B, H, W), for a classifier (B, K) → (B,). Pixels whose label is ``ignore_index`` (or
