@@ -146,9 +146,10 @@ def test_segpgd_at_loss_is_clean_half_plus_adversarial_half():
 
 @pytest.mark.parametrize("random_start", [True, False])
 def test_training_attack_start(random_start):
-    # Step size 0: the attack's iterate never moves, so the result is its starting point.
+    # A step of 1e-20 (zero is refused) moves no float32 pixel in [1e-6, 1] and leaves the rest within 1e-19,
+    # so the one-step result is the attack's starting point.
     config, model, variables, images, labels = _tiny_setup(
-        "segpgd-at", ["attack.eps=8/255", "attack.step_size=0.0", "attack.steps=1",
+        "segpgd-at", ["attack.eps=8/255", "attack.step_size=1e-20", "attack.steps=1",
                       f"attack.random_start={random_start}"])
     start = np.asarray(adversarial_batch(model, variables, jnp.asarray(images), jnp.asarray(labels),
                                          jax.random.key(3), config.attack))
@@ -157,7 +158,7 @@ def test_training_attack_start(random_start):
         assert np.all(np.abs(delta) <= 8 / 255 + 1e-6) and np.all((start >= 0) & (start <= 1))
         assert np.mean(np.abs(delta) > 1 / 255) > 0.5  # spread over the ball, not the clean image
     else:
-        np.testing.assert_array_equal(start, images)
+        np.testing.assert_allclose(start, images, rtol=0, atol=1e-18)
 
 
 def test_recipes_set_the_published_attack_start():
