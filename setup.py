@@ -1,18 +1,30 @@
 """jaxseg: adversarially robust semantic segmentation in JAX/Flax."""
 
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+# The one place the version is written is jaxseg/__init__.py (read as text: jaxseg's dependencies need not be
+# installed when this runs).
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "jaxseg" / "__init__.py").read_text(encoding="utf-8"),
+                    re.MULTILINE).group(1)
 
 setup(
     name="jaxseg",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "Adversarially robust semantic segmentation in JAX/Flax: compiled attacks (PGD, SegPGD, "
         "CosPGD, APGD, SEA), adversarial training, PyTorch weight import, perceptually aligned gradients."
     ),
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["jaxseg", "jaxseg.*"]),
+    # The top-level configs/ folder is installed as the package jaxseg.configs (jaxseg.config reads it with
+    # importlib.resources), so `jaxseg train synthetic` works from a wheel as from a checkout.
+    packages=find_packages(include=["jaxseg", "jaxseg.*"]) + ["jaxseg.configs"],
+    package_dir={"jaxseg.configs": "configs"},
     package_data={"jaxseg.data": ["tables/*.json"]},
     install_requires=[
         "jax>=0.10,<0.13",

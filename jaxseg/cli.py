@@ -17,6 +17,8 @@ import argparse
 import json
 import sys
 
+from jaxseg import __version__
+
 
 def _add_quickstart(subparsers) -> None:
     from jaxseg.quickstart import BUDGETS
@@ -862,6 +864,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true",
                         help=f"also print the traceback of reported errors (or set {DEBUG_ENVIRONMENT}=1)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_models(subparsers)
     _add_generate(subparsers)

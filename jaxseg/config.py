@@ -1,46 +1,69 @@
 """Experiment configs: ml_collections ``get_config(arg)`` files, command-line overrides, saving.
 
-A config is named either by a path (``configs/synthetic.py``) or by the bare name of a file in the
-repository's ``configs/`` folder (``synthetic``), optionally followed by ``:arg`` that is passed to
-``get_config`` (``synthetic:quick``). Overrides are ``dotted.path=value`` strings; the value is parsed as a
-Python literal when it is one (``100``, ``4/255`` is evaluated as arithmetic, ``(1, 2)``, ``True``) and kept
-as a string otherwise. Assigning to a field that does not exist raises a ``ValueError`` naming it.
+A config is named either by a path (``configs/synthetic.py``) or by the bare name of a config shipped with
+the package (``synthetic``; ``available_configs()`` lists them), optionally followed by ``:arg`` that is passed
+to ``get_config`` (``synthetic:quick``). The shipped configs are the repository's top-level ``configs/`` folder,
+installed as the package ``jaxseg.configs`` (setup.py's ``package_dir``) and read with ``importlib.resources``,
+so bare names work the same from a wheel and from an editable install. Overrides are ``dotted.path=value``
+strings; the value is parsed as a Python literal when it is one (``100``, ``4/255`` is evaluated as arithmetic,
+``(1, 2)``, ``True``) and kept as a string otherwise. Assigning to a field that does not exist raises a
+``ValueError`` naming it.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.resources
 import importlib.util
 import json
 import operator
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import ml_collections
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_PACKAGE = "jaxseg.configs"
 
 
-def resolve_config_path(name: str) -> Path:
-    """The file behind a config name or path (without its ``:arg`` part)."""
+def _config_files() -> dict[str, Traversable]:
+    """The shipped configs by name: every ``NAME.py`` of ``jaxseg.configs`` not starting with ``_``."""
+    try:
+        files = importlib.resources.files(CONFIG_PACKAGE).iterdir()
+    except ModuleNotFoundError:  # an editable install made before configs/ became jaxseg.configs
+        raise FileNotFoundError(f"the shipped configs ({CONFIG_PACKAGE}) are not installed; reinstall jaxseg "
+                                "(pip install -e . in a checkout)") from None
+    return {f.name.removesuffix(".py"): f for f in files
+            if f.is_file() and f.name.endswith(".py") and not f.name.startswith("_")}
+
+
+def available_configs() -> list[str]:
+    """The names of the configs shipped with the package (``synthetic``, ``pirat_voc``, ...), sorted."""
+    return sorted(_config_files())
+
+
+def resolve_config_path(name: str) -> Path | Traversable:
+    """The file behind a config name or path (without its ``:arg`` part): an existing ``.py`` path as given,
+    else the shipped config of that name (a package resource, a real file unless the package is zipped)."""
     path = Path(name)
     if path.suffix == ".py" and path.exists():
         return path
-    candidate = CONFIG_DIR / f"{name}.py"
-    if candidate.exists():
-        return candidate
-    available = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
+    files = _config_files()
+    if name in files:
+        return files[name]
     raise FileNotFoundError(
-        f"no config {name!r}: expected a .py file path or one of {available} (in {CONFIG_DIR})"
+        f"no config {name!r}: expected a .py file path or one of {sorted(files)} "
+        f"(shipped in {importlib.resources.files(CONFIG_PACKAGE)})"
     )
 
 
 def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
     """Build the config named by ``spec`` (``name[:arg]``) and apply ``overrides`` (``a.b=value``)."""
     name, _, arg = spec.partition(":")
-    path = resolve_config_path(name)
-    module_spec = importlib.util.spec_from_file_location(f"jaxseg_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    resource = resolve_config_path(name)
+    with importlib.resources.as_file(resource) as path:  # the file itself, or a temporary copy if zipped
+        module_spec = importlib.util.spec_from_file_location(f"jaxseg_config_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {path} defines no get_config(arg) function")
     config = module.get_config(arg) if arg else module.get_config()
