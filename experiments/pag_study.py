@@ -1,7 +1,8 @@
 """Perceptually aligned gradients on synthetic_shapes: a clean model vs PGD-AT models at several radii.
 
-Question (REFERENCE.md §9): do adversarially trained segmentation models have gradients that are more useful
-as image priors and explanations than a clean model's, and does a low training radius already help?
+Question: do adversarially trained segmentation models have gradients that are more useful as image priors
+and explanations than a clean model's, and does a low training radius already help? (Methods and papers:
+docs/algorithms.md#perceptually-aligned-gradients.)
 
 Procedure, all on CPU at 32x32 pixels:
 1. Train with ``jaxseg.train.loop.train`` on ``jaxseg.config.load_config("synthetic[:pgd-at]", overrides)``:

@@ -1,4 +1,4 @@
-"""Checks of the image and label contracts (DESIGN.md), for public entry points.
+"""Checks of the image and label contracts shared by every public entry point (below; docs/architecture.md).
 
 Images are float (B, H, W, 3) in [0, 1]; labels are int (B, H, W) in [0, K) or ``ignore_index``.
 Shape and dtype checks also work on traced arrays; value checks run only on concrete arrays, so call these

@@ -1,8 +1,9 @@
 """PyTorch reference models with the published checkpoint key names, for the conversion parity tests.
 
-Written from the layouts in REFERENCE.md §8 (nmndeep/revisiting-at, nmndeep/Robust-Segmentation, torchvision,
-timm, Strudel et al.'s Segmenter), parameterised so the tests can build small ones. ``randomize_`` gives every
-norm, layer scale and BatchNorm statistic non-trivial values so that a swapped or dropped tensor shows up.
+Written from the published checkpoint layouts (nmndeep/revisiting-at, nmndeep/Robust-Segmentation, torchvision,
+timm, Strudel et al.'s Segmenter; docs/algorithms.md#weight-conversion), parameterised so the tests can build
+small ones. ``randomize_`` gives every norm, layer scale and BatchNorm statistic non-trivial values so that a
+swapped or dropped tensor shows up.
 Imported only by tests (needs the ``torch`` extra).
 """
 

@@ -1,4 +1,4 @@
-"""APGD (Croce & Hein, ICML 2020) as in AutoAttack's ``autopgd_base.py``, for segmentation (REFERENCE.md §3–4).
+"""APGD (Croce & Hein, ICML 2020) as in AutoAttack's ``autopgd_base.py``, for segmentation (docs/algorithms.md#apgd).
 
 Per image: step size η = 2·eps, momentum 0.75 (1 on the first step),
 z = P(x_k + η·step(g)), x_{k+1} = P(x_k + a (z - x_k) + (1 - a)(x_k - x_{k-1})). At the checkpoints of

@@ -1,5 +1,6 @@
 """PAdam (Halmosi, Mohos, Jelasity, "Evaluating the Adversarial Robustness of Semantic Segmentation: Trying
-Harder Pays Off", ECCV 2024; REFERENCE.md §5): projected Adam (AMSGrad) ascent, as published.
+Harder Pays Off", ECCV 2024, arXiv 2407.09150; docs/algorithms.md#padam): projected Adam (AMSGrad) ascent, as
+published.
 
 The reference implementation is ``padam`` in ``rse/attacks.py`` of github.com/szegedai/Robust-Segmentation-Evaluation
 (commit 3e0d1fb); its attack list is ``build_attacks`` in ``rse/__init__.py``. What it does, and where jaxseg

@@ -1,4 +1,4 @@
-"""PGD with any per-pixel loss, and SegPGD / CosPGD as PGD with their losses (REFERENCE.md §2).
+"""PGD with any per-pixel loss, and SegPGD / CosPGD as PGD with their losses (docs/algorithms.md#pgd).
 
 x_{t+1} = P(x_t + α sign(∇ L(x_t))) for Linf, P(x_t + α ∇L / ‖∇L‖_2) for L2, P = projection onto the eps-ball
 ∩ [0, 1]. The whole loop is one ``lax.fori_loop`` inside one compiled program; per image it keeps the iterate

@@ -6,9 +6,9 @@ the collection, ``params`` or ``batch_stats``) and a transform of the array. ``t
 purpose (``num_batches_tracked``, an ImageNet classifier a segmentor does not use). ``apply_table`` checks
 every key and shape against the variables the model expects and reports all problems in one ``ValueError``.
 
-Layout rules (REFERENCE.md §8): convolution OIHW → HWIO (a depthwise (C, 1, k, k) kernel becomes (k, k, 1, C)
-by the same transpose), Linear (out, in) → (in, out), BatchNorm weight/bias → ``params`` scale/bias and
-running_mean/var → ``batch_stats`` mean/var, LayerNorm weight/bias → scale/bias.
+Layout rules (docs/algorithms.md#weight-conversion): convolution OIHW → HWIO (a depthwise (C, 1, k, k) kernel
+becomes (k, k, 1, C) by the same transpose), Linear (out, in) → (in, out), BatchNorm weight/bias → ``params``
+scale/bias and running_mean/var → ``batch_stats`` mean/var, LayerNorm weight/bias → scale/bias.
 
 Files are read without running code from them: ``.safetensors`` with ``safetensors.numpy``; ``.pt/.pth/.bin/
 .ckpt`` only through ``torch.load(..., weights_only=True)`` (torch is imported here, lazily, and nowhere else).

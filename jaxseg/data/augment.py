@@ -3,14 +3,15 @@
 Images are uint8 (H, W, 3), labels uint8 (H, W) throughout; conversion to float32 [0, 1] / int32 happens
 when batches are assembled (``pipeline``). Images resize bilinearly, labels with nearest neighbour.
 
-Training (the PIR-AT / PSPNet recipe, REFERENCE.md §6): horizontal flip (p = 0.5); random rescale so
-the short side is a random integer in [0.5 base_size, 2.0 base_size]; pad bottom/right to the crop size
-(image with ``image_fill``, label with the ignore index); random crop; Gaussian blur with a radius drawn
-uniformly from [0, 1) pixels (p = 0.5).
+Training (the PIR-AT / PSPNet recipe, docs/algorithms.md#adversarial-training): horizontal flip (p = 0.5);
+random rescale so the short side is a random integer in [0.5 base_size, 2.0 base_size]; pad bottom/right to
+the crop size (image with ``image_fill``, label with the ignore index); random crop; Gaussian blur with a
+radius drawn uniformly from [0, 1) pixels (p = 0.5).
 
 Evaluation protocols (``eval_preprocess``):
   ``"sea"``: short side resized to ``size``, centre crop ``size`` x ``size``; ignore pixels become the
-    dataset's ``sea_ignore_label`` (VOC: 0, background), so nothing is ignored (REFERENCE.md §4).
+    dataset's ``sea_ignore_label`` (VOC: 0, background), so nothing is ignored
+    (docs/sea_evaluation.md#protocols-by-dataset).
   ``"standard"``: the full image at its own resolution, downscaled (never upscaled) only when its long
     side exceeds ``size``, then padded bottom/right to ``size`` x ``size`` with the ignore label, so
     padding never counts and every batch has one shape.

@@ -1,4 +1,6 @@
-"""Tools built on the perceptually aligned gradients of robust models (REFERENCE.md §9).
+"""Tools built on the perceptually aligned gradients of robust models.
+
+Methods and papers: docs/algorithms.md#perceptually-aligned-gradients.
 
 Modules: ``generate`` (images from target label maps, seeds), ``inpaint`` (fill a masked region toward a label
 map, penalty or hard mode), ``saliency`` (gradient, gradient x input, SmoothGrad, integrated gradients),

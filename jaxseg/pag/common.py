@@ -140,7 +140,7 @@ def descend(objective: Callable[[jax.Array], jax.Array], start: jax.Array, cente
 
 def pixel_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index) -> jax.Array:
     """(B,) mean per-pixel CE of logits (B, H, W, K) toward labels (B, H, W) over all H*W pixels (ignored and
-    out-of-range labels count 0 but stay in the denominator, as in REFERENCE.md §1)."""
+    out-of-range labels count 0 but stay in the denominator, as in docs/algorithms.md#losses)."""
     num_classes = logits.shape[-1]
     valid = (labels >= 0) & (labels < num_classes)
     if ignore_index is not None:

@@ -1,4 +1,5 @@
-"""Image generation from a target label map with a (robust) model's gradients (REFERENCE.md §9).
+"""Image generation from a target label map with a (robust) model's gradients (see
+docs/algorithms.md#perceptually-aligned-gradients).
 
 Santurkar et al. (2019) generate class images by *minimising* the cross-entropy toward a target class with
 targeted L2 PGD from a seed drawn from a per-class Gaussian, keeping the lowest-loss iterate. For segmentation

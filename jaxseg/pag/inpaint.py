@@ -1,5 +1,6 @@
-"""Inpainting with a (robust) model's gradients (REFERENCE.md §9): fill a masked region so that the model's
-prediction of the whole image matches a label map, keeping the rest of the image anchored.
+"""Inpainting with a (robust) model's gradients: fill a masked region so that the model's prediction of the
+whole image matches a label map, keeping the rest of the image anchored (see
+docs/algorithms.md#perceptually-aligned-gradients).
 
 The region is first set to the channel mean of the image's *visible* (unmasked) pixels (Santurkar et al. use
 the image's channel mean; the visible mean leaks nothing of the hidden content), then projected descent runs

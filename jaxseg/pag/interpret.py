@@ -1,5 +1,5 @@
-"""Interpretability metrics for attributions (REFERENCE.md §9): ROAR / KAR for segmentation and a
-gradient-alignment score.
+"""Interpretability metrics for attributions: ROAR / KAR for segmentation and a gradient-alignment score
+(docs/algorithms.md#perceptually-aligned-gradients).
 
 ROAR (remove and retrain, Hooker et al. 2019) and KAR (keep and retrain), as Kim, Seo & Jeon (2019) use
 them to compare robust and standard models: for each fraction q, the top q of each image's pixels ranked by

@@ -1,4 +1,5 @@
-"""Localisation from saliency (REFERENCE.md §9, Aggarwal et al. 2020 lineage), on host NumPy/SciPy.
+"""Localisation from saliency (Aggarwal et al. 2020 lineage), on host NumPy/SciPy; see
+docs/algorithms.md#perceptually-aligned-gradients.
 
 ``localize``: saliency (B, H, W) (e.g. ``saliency.saliency_map``) → per image: clip to its 2nd–98th
 percentile, rescale to [0, 1], Gaussian blur (σ in pixels), threshold at 0.2 × the blurred max, keep the

@@ -1,5 +1,5 @@
 """Training state and optimiser: AdamW/SGD, poly schedule with linear warm-up, encoder/decoder learning-rate
-ratio and a weight-decay mask (REFERENCE.md §6)."""
+ratio and a weight-decay mask (docs/algorithms.md#adversarial-training; the recipes' values are in configs/)."""
 
 from __future__ import annotations
 
