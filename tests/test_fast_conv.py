@@ -1,12 +1,13 @@
-"""jaxseg.models.layers.conv_general_dilated: same values and gradients as jax.lax.conv_general_dilated."""
+"""jaxseg.models.kernels.conv_general_dilated (the CPU kernels): same values and gradients as
+jax.lax.conv_general_dilated. Its explicit-gradient path is a ``custom_jvp`` (jaxprs show ``custom_jvp_call``)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.models import create_model, init_variables, layers, winograd
-from jaxseg.models.layers import NHWC_HWIO, conv_general_dilated
+from jaxseg.models import create_model, init_variables, winograd
+from jaxseg.models.kernels import NHWC_HWIO, conv_general_dilated
 
 CASES = {  # name: (kernel size, strides, padding, kernel dilation, input (B, H, W, I), output features O)
     "1x1": (1, (1, 1), [(0, 0), (0, 0)], (1, 1), (2, 9, 8, 3), 5),
@@ -121,7 +122,7 @@ def test_other_convolutions_are_passed_to_lax(options):
     options = dict(dict(dimension_numbers=NHWC_HWIO), **options)
     conv = lambda f: lambda x, w: f(x, w, (1, 1), [(1, 1), (1, 1)], **options)
     jaxpr = str(jax.make_jaxpr(jax.grad(lambda x, w: jnp.sum(conv(conv_general_dilated)(x, w)), (0, 1)))(x, w))
-    assert "custom_vjp" not in jaxpr
+    assert "custom_jvp" not in jaxpr
     assert_trees_close(values_and_gradients(conv(conv_general_dilated), x, w),
                        values_and_gradients(conv(jax.lax.conv_general_dilated), x, w))
 
@@ -129,11 +130,11 @@ def test_other_convolutions_are_passed_to_lax(options):
 def test_fast_path_is_taken_for_nhwc():
     x, w = random_operands((1, 5, 5, 2), 3, 2)
     conv = conv_with(conv_general_dilated, (1, 1), [(1, 1), (1, 1)], (1, 1))
-    assert "custom_vjp" in str(jax.make_jaxpr(conv)(x, w))
+    assert "custom_jvp" in str(jax.make_jaxpr(conv)(x, w))
 
 
-@pytest.mark.parametrize("features, dtype, path", [(128, jnp.float32, "custom_vjp"), (256, jnp.float32, "winograd"),
-                                                    (256, jnp.bfloat16, "custom_vjp")])
+@pytest.mark.parametrize("features, dtype, path", [(128, jnp.float32, "custom_jvp"), (256, jnp.float32, "winograd"),
+                                                    (256, jnp.bfloat16, "custom_jvp")])
 def test_wide_3x3_float32_convolutions_run_as_winograd(features, dtype, path):
     """Wide float32 3x3 stride-1 convolutions (and their gradients) contain no convolution at all; narrow ones,
     bfloat16 ones (whose transforms would round at bfloat16 resolution) and strided or dilated ones keep the
@@ -142,7 +143,7 @@ def test_wide_3x3_float32_convolutions_run_as_winograd(features, dtype, path):
     conv = conv_with(conv_general_dilated, (1, 1), [(1, 1), (1, 1)], (1, 1))
     gradient_jaxpr = str(jax.make_jaxpr(jax.grad(lambda x, w: jnp.sum(conv(x, w)), (0, 1)))(x, w))
     assert ("conv_general_dilated" not in gradient_jaxpr) == (path == "winograd")
-    assert ("custom_vjp" in str(jax.make_jaxpr(conv)(x, w))) == (path == "custom_vjp")
+    assert ("custom_jvp" in str(jax.make_jaxpr(conv)(x, w))) == (path == "custom_jvp")
     assert winograd.worthwhile(x, w, (1, 1), (1, 1)) == (path == "winograd")
     assert not winograd.worthwhile(x, w, (2, 2), (1, 1)) and not winograd.worthwhile(x, w, (1, 1), (2, 2))
 
@@ -154,10 +155,19 @@ def test_winograd_rejects_other_kernel_sizes():
 
 
 def test_other_backends_use_lax(monkeypatch):
-    x, w = random_operands((1, 5, 5, 2), 3, 2)
-    conv = conv_with(conv_general_dilated, (1, 1), [(1, 1), (1, 1)], (1, 1))
+    """A model created for another backend (kernels='auto' resolved there) runs no CPU kernel, although it is
+    traced on the CPU; one created for the CPU does."""
+    images = jnp.zeros((1, 32, 32, 3))
+
+    def jaxpr(model):
+        variables = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), images.shape))
+        return str(jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, images))
+
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert "custom_vjp" not in str(jax.make_jaxpr(conv)(x, w))
+    gpu_model = create_model("upernet_convnext_atto", 3)
+    monkeypatch.undo()
+    assert "name=_conv_nhwc" not in jaxpr(gpu_model)
+    assert "name=_conv_nhwc" in jaxpr(create_model("upernet_convnext_atto", 3))
 
 
 def test_bfloat16_keeps_dtypes_and_is_close_to_lax():
@@ -185,20 +195,19 @@ def test_preferred_element_type_float32_from_bfloat16():
         np.testing.assert_allclose(np.asarray(a, np.float32), b, atol=0.02 * np.abs(b).max())
 
 
-def test_upernet_convnext_atto_matches_plain_lax_convolutions(monkeypatch):
+def test_upernet_convnext_atto_matches_plain_lax_convolutions():
     """Same parameter tree, logits and input gradient as the model built on jax.lax.conv_general_dilated."""
     images = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
 
-    def logits_and_input_gradient():
-        model = create_model("upernet_convnext_atto", 4)
+    def logits_and_input_gradient(kernels):
+        model = create_model("upernet_convnext_atto", 4, kernels=kernels)
         variables = init_variables(model, jax.random.key(0), images.shape)
         logits_fn = lambda x: model.apply(variables, x, train=False)
         gradient = jax.grad(lambda x: jnp.sum(jnp.sin(logits_fn(x))))
         return jax.tree.map(jnp.shape, variables), jax.jit(logits_fn)(images), jax.jit(gradient)(images)
 
-    shapes, logits, gradient = logits_and_input_gradient()
-    monkeypatch.setattr(layers, "conv_general_dilated", jax.lax.conv_general_dilated)
-    reference_shapes, reference_logits, reference_gradient = logits_and_input_gradient()
+    shapes, logits, gradient = logits_and_input_gradient("cpu")
+    reference_shapes, reference_logits, reference_gradient = logits_and_input_gradient("xla")
     assert shapes == reference_shapes
     np.testing.assert_allclose(logits, reference_logits, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(gradient, reference_gradient, rtol=1e-4, atol=1e-6 * np.abs(reference_gradient).max())

@@ -1,17 +1,21 @@
 """Models by name: ``create_model(name, num_classes, **options)`` and ``init_variables``.
 
 Model families register factories with ``register_model``; each factory takes ``num_classes`` and keyword
-options and returns a Flax module. Unknown names and options raise ``ValueError``.
+options and returns a Flax module. Unknown names and options raise ``ValueError``. ``create_model`` also picks the
+convolution kernels for the platform, once (``kernels``; see ``jaxseg.models.kernels``), and hands the concrete
+choice to factories that take a ``kernels`` option.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from typing import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+
+from jaxseg.models.kernels import resolve_kernels
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
@@ -46,12 +50,20 @@ def _check_name(name: str) -> None:
         raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
 
 
-def create_model(name: str, num_classes: int, **options) -> nn.Module:
+def create_model(name: str, num_classes: int, *, kernels: str = "auto", devices: Iterable[jax.Device] | None = None,
+                 **options) -> nn.Module:
     """Build the registered model ``name`` with ``num_classes`` outputs.
 
     Options depend on the family (see each factory), e.g. ``drop_path_rate``, ``normalize`` (bool: ImageNet
     mean/std inside the model), ``dtype`` (compute dtype such as ``jnp.bfloat16``; parameters stay float32),
-    ``depthwise`` ('auto' | 'shift' | 'conv').
+    ``depthwise`` ('auto' | 'shift' | 'conv'; 'auto' follows ``kernels``).
+
+    ``kernels`` picks the convolution kernels: ``'cpu'`` (explicit-gradient convolutions, Winograd 3x3, shifted
+    depthwise: fast on XLA:CPU), ``'xla'`` (plain ``lax`` convolutions, for GPU/TPU), or ``'auto'``: ``'cpu'``
+    when the model will run on CPU — ``devices``' platform if given, else ``jax.default_backend()`` — and
+    ``'xla'`` otherwise. It is resolved here, once, and the modules store the concrete choice (e.g.
+    ``model.backbone.kernels``); values, parameters and checkpoints do not depend on it, so it is a property of
+    the run, not of the model, and checkpoint metadata do not record it.
     """
     _check_name(name)
     if not isinstance(num_classes, int) or num_classes < 1:
@@ -63,6 +75,9 @@ def create_model(name: str, num_classes: int, **options) -> nn.Module:
         raise ValueError(
             f"model {name!r} does not take option(s) {sorted(unknown)}; it accepts {sorted(accepted)}"
         )
+    kernels = resolve_kernels(kernels, devices)
+    if "kernels" in accepted:
+        options["kernels"] = kernels
     if isinstance(options.get("dtype"), str):
         options["dtype"] = jnp.dtype(options["dtype"])
     return factory(num_classes, **options)

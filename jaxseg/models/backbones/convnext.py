@@ -11,13 +11,14 @@ LayerNorm → Dense, returning (B, num_classes) logits.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal, Sequence
 
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from jaxseg.models.layers import Conv, DepthwiseConv, DepthwiseImplementation, DropPath
+from jaxseg.models.layers import Conv, DepthwiseConv, DropPath
 
 CONVNEXT_SIZES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     # name: (depths, dims), as in timm.
@@ -37,7 +38,7 @@ class ConvNeXtBlock(nn.Module):
     dim: int
     drop_path: float = 0.0
     layer_scale_init: float = 1e-6
-    depthwise: DepthwiseImplementation = "auto"
+    depthwise: str = "conv"
     dtype: jnp.dtype | None = None
 
     @nn.compact
@@ -58,18 +59,21 @@ class ConvNeXtBlock(nn.Module):
 class ConvStem(nn.Module):
     """Singh et al.'s stem: conv3x3/2 (3→C/2), LN, GELU, conv3x3/2 (C/2→C), LN, GELU. Output stride 4.
 
-    REFERENCE.md §7; the PyTorch ``stem.stem.{0,1,3,4}`` keys are conv1, norm1, conv2, norm2 here.
+    Singh, Croce & Hein, NeurIPS 2023 (arXiv 2303.01870); the PyTorch ``stem.stem.{0,1,3,4}`` keys are conv1,
+    norm1, conv2, norm2 here.
     """
 
     dim: int
     dtype: jnp.dtype | None = None
+    kernels: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = Conv(self.dim // 2, (3, 3), (2, 2), padding=[(1, 1), (1, 1)], dtype=self.dtype, name="conv1")(x)
+        conv = functools.partial(Conv, padding=[(1, 1), (1, 1)], dtype=self.dtype, kernels=self.kernels)
+        x = conv(self.dim // 2, (3, 3), (2, 2), name="conv1")(x)
         x = nn.LayerNorm(LAYER_NORM_EPS, dtype=self.dtype, name="norm1")(x)
         x = nn.gelu(x, approximate=False)
-        x = Conv(self.dim, (3, 3), (2, 2), padding=[(1, 1), (1, 1)], dtype=self.dtype, name="conv2")(x)
+        x = conv(self.dim, (3, 3), (2, 2), name="conv2")(x)
         x = nn.LayerNorm(LAYER_NORM_EPS, dtype=self.dtype, name="norm2")(x)
         return nn.gelu(x, approximate=False)
 
@@ -79,10 +83,11 @@ class PatchifyStem(nn.Module):
 
     dim: int
     dtype: jnp.dtype | None = None
+    kernels: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = Conv(self.dim, (4, 4), (4, 4), padding="VALID", dtype=self.dtype, name="conv")(x)
+        x = Conv(self.dim, (4, 4), (4, 4), padding="VALID", dtype=self.dtype, kernels=self.kernels, name="conv")(x)
         return nn.LayerNorm(LAYER_NORM_EPS, dtype=self.dtype, name="norm")(x)
 
 
@@ -95,7 +100,10 @@ class ConvNeXt(nn.Module):
       drop_path_rate: stochastic depth rate of the last block; rates rise linearly from 0 over all blocks.
       output_norms: per-stage LayerNorm on the returned feature maps (segmentation backbones).
       num_classes: if set, a classifier head (global pool → LN → Dense) and (B, num_classes) output.
-      depthwise: 'auto' | 'shift' | 'conv' implementation of the 7x7 depthwise convolution.
+      depthwise: 'shift' | 'conv' implementation of the 7x7 depthwise convolution (``DepthwiseConv``).
+      kernels: 'cpu' | 'xla' kernels of the dense convolutions (``layers.Conv``).
+
+    ``create_model`` sets ``depthwise`` and ``kernels`` for the platform (``jaxseg.models.kernels``).
     """
 
     depths: Sequence[int] = (3, 3, 9, 3)
@@ -105,15 +113,16 @@ class ConvNeXt(nn.Module):
     layer_scale_init: float = 1e-6
     output_norms: bool = False
     num_classes: int | None = None
-    depthwise: DepthwiseImplementation = "auto"
+    depthwise: str = "conv"
     dtype: jnp.dtype | None = None
+    kernels: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
         if self.stem == "patchify":
-            x = PatchifyStem(self.dims[0], self.dtype, name="stem")(x)
+            x = PatchifyStem(self.dims[0], self.dtype, self.kernels, name="stem")(x)
         elif self.stem == "convstem":
-            x = ConvStem(self.dims[0], self.dtype, name="stem")(x)
+            x = ConvStem(self.dims[0], self.dtype, self.kernels, name="stem")(x)
         else:
             raise ValueError(f"ConvNeXt stem must be 'patchify' or 'convstem'; got {self.stem!r}")
         total_blocks = sum(self.depths)
@@ -123,7 +132,8 @@ class ConvNeXt(nn.Module):
         for stage, (depth, dim) in enumerate(zip(self.depths, self.dims)):
             if stage > 0:
                 x = nn.LayerNorm(LAYER_NORM_EPS, dtype=self.dtype, name=f"downsample{stage}_norm")(x)
-                x = Conv(dim, (2, 2), (2, 2), padding="VALID", dtype=self.dtype, name=f"downsample{stage}_conv")(x)
+                x = Conv(dim, (2, 2), (2, 2), padding="VALID", dtype=self.dtype, kernels=self.kernels,
+                         name=f"downsample{stage}_conv")(x)
             for block in range(depth):
                 x = ConvNeXtBlock(
                     dim, rates[block_index], self.layer_scale_init, self.depthwise, self.dtype,

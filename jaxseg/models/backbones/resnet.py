@@ -15,6 +15,7 @@ logits after global average pooling and ``fc``.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -35,27 +36,28 @@ class Bottleneck(nn.Module):
     dilation: int = 1
     project: bool = False
     dtype: jnp.dtype | None = None
+    kernels: str = "xla"  # convolution kernels, see layers.Conv
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         def batch_norm(name):
             return nn.BatchNorm(use_running_average=not train, dtype=self.dtype, name=name, **BATCH_NORM)
 
+        conv = functools.partial(Conv, use_bias=False, dtype=self.dtype, kernels=self.kernels)
         shortcut = x
-        y = Conv(self.width, (1, 1), use_bias=False, dtype=self.dtype, name="conv1")(x)
+        y = conv(self.width, (1, 1), name="conv1")(x)
         y = nn.relu(batch_norm("bn1")(y))
         pad = self.dilation
-        y = Conv(
+        y = conv(
             self.width, (3, 3), (self.stride, self.stride), padding=[(pad, pad), (pad, pad)],
-            kernel_dilation=(self.dilation, self.dilation), use_bias=False, dtype=self.dtype, name="conv2",
+            kernel_dilation=(self.dilation, self.dilation), name="conv2",
         )(y)
         y = nn.relu(batch_norm("bn2")(y))
-        y = Conv(4 * self.width, (1, 1), use_bias=False, dtype=self.dtype, name="conv3")(y)
+        y = conv(4 * self.width, (1, 1), name="conv3")(y)
         y = batch_norm("bn3")(y)
         if self.project:
-            shortcut = Conv(
-                4 * self.width, (1, 1), (self.stride, self.stride), padding="VALID", use_bias=False,
-                dtype=self.dtype, name="downsample_conv",
+            shortcut = conv(
+                4 * self.width, (1, 1), (self.stride, self.stride), padding="VALID", name="downsample_conv",
             )(x)
             shortcut = batch_norm("downsample_bn")(shortcut)
         return nn.relu(y + shortcut)
@@ -68,16 +70,19 @@ class ResNet(nn.Module):
       depths: blocks per stage ((3, 4, 6, 3) is ResNet-50).
       dilated: stride 1 with dilation 2 and 4 in layer3 and layer4 (output stride 8).
       num_classes: if set, global average pool → ``fc`` and (B, num_classes) output.
+      kernels: 'cpu' | 'xla' convolution kernels (``layers.Conv``; ``create_model`` sets them for the platform).
     """
 
     depths: Sequence[int] = RESNET50_DEPTHS
     dilated: bool = False
     num_classes: int | None = None
     dtype: jnp.dtype | None = None
+    kernels: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
-        x = Conv(64, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False, dtype=self.dtype, name="conv1")(x)
+        x = Conv(64, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False, dtype=self.dtype,
+                 kernels=self.kernels, name="conv1")(x)
         x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype, name="bn1", **BATCH_NORM)(x)
         x = nn.max_pool(nn.relu(x), (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
         strides = (1, 2, 1, 1) if self.dilated else (1, 2, 2, 2)
@@ -91,6 +96,7 @@ class ResNet(nn.Module):
                     dilation=dilations[stage],
                     project=block == 0,
                     dtype=self.dtype,
+                    kernels=self.kernels,
                     name=f"layer{stage + 1}_block{block}",
                 )(x, train)
             features.append(x)

@@ -85,6 +85,8 @@ class VisionTransformer(nn.Module):
       layer_norm_eps: 1e-6 in timm, 1e-5 in Segmenter (PyTorch's default).
       drop_path_rate: stochastic depth of the last block; rates rise linearly from 0.
       num_classes: if set, a ``head`` Dense on the class token and (B, num_classes) output.
+      kernels: 'cpu' | 'xla' kernels of the patch-embedding convolution (``layers.Conv``; ``create_model`` sets
+        them for the platform).
     """
 
     patch_size: int = 16
@@ -97,6 +99,7 @@ class VisionTransformer(nn.Module):
     drop_path_rate: float = 0.0
     num_classes: int | None = None
     dtype: jnp.dtype | None = None
+    kernels: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
@@ -108,7 +111,7 @@ class VisionTransformer(nn.Module):
             )
         x = Conv(
             self.dim, (self.patch_size, self.patch_size), (self.patch_size, self.patch_size), padding="VALID",
-            dtype=self.dtype, name="patch_embed",
+            dtype=self.dtype, kernels=self.kernels, name="patch_embed",
         )(x)
         batch, grid_h, grid_w, _ = x.shape
         x = x.reshape(batch, grid_h * grid_w, self.dim)

@@ -35,12 +35,16 @@ class PSPHead(nn.Module):
     pool_scales: Sequence[int] = (1, 2, 3, 6)
     dropout_rate: float = 0.1
     dtype: jnp.dtype | None = None
+    kernels: str = "xla"  # convolution kernels, see layers.Conv
 
     @nn.compact
     def __call__(self, features: Sequence[jax.Array], train: bool) -> jax.Array:
         last = features[-1]
         branch_channels = last.shape[-1] // len(self.pool_scales)
-        pyramid = PyramidPoolingModule(self.pool_scales, branch_channels, self.dtype, name="psp_modules")(last, train)
-        x = ConvNormAct(self.channels, 3, self.dtype, name="bottleneck")(jnp.concatenate([last] + pyramid, -1), train)
+        pyramid = PyramidPoolingModule(self.pool_scales, branch_channels, self.dtype, self.kernels,
+                                       name="psp_modules")(last, train)
+        x = ConvNormAct(self.channels, 3, self.dtype, self.kernels, name="bottleneck")(
+            jnp.concatenate([last] + pyramid, -1), train
+        )
         x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
-        return Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
+        return Conv(self.num_classes, (1, 1), dtype=self.dtype, kernels=self.kernels, name="classifier")(x)

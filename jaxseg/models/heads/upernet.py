@@ -39,6 +39,7 @@ class PyramidPoolingModule(nn.Module):
     pool_scales: Sequence[int] = (1, 2, 3, 6)
     channels: int = 512
     dtype: jnp.dtype | None = None
+    kernels: str = "xla"  # convolution kernels, see layers.Conv
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> list[jax.Array]:
@@ -46,7 +47,7 @@ class PyramidPoolingModule(nn.Module):
         outputs = []
         for index, scale in enumerate(self.pool_scales):
             pooled = adaptive_average_pool(x, scale)
-            pooled = ConvNormAct(self.channels, 1, self.dtype, name=f"scale{index}")(pooled, train)
+            pooled = ConvNormAct(self.channels, 1, self.dtype, self.kernels, name=f"scale{index}")(pooled, train)
             outputs.append(resize_bilinear(pooled, height, width))
         return outputs
 
@@ -63,31 +64,33 @@ class UPerHead(nn.Module):
     pool_scales: Sequence[int] = (1, 2, 3, 6)
     dropout_rate: float = 0.1
     dtype: jnp.dtype | None = None
+    kernels: str = "xla"  # convolution kernels, see layers.Conv
 
     @nn.compact
     def __call__(self, features: Sequence[jax.Array], train: bool) -> jax.Array:
         last = features[-1]
-        pyramid = PyramidPoolingModule(self.pool_scales, self.channels, self.dtype, name="psp_modules")(last, train)
-        top = ConvNormAct(self.channels, 3, self.dtype, name="bottleneck")(
+        pyramid = PyramidPoolingModule(self.pool_scales, self.channels, self.dtype, self.kernels,
+                                       name="psp_modules")(last, train)
+        top = ConvNormAct(self.channels, 3, self.dtype, self.kernels, name="bottleneck")(
             jnp.concatenate([last] + pyramid, axis=-1), train
         )
         laterals = [
-            ConvNormAct(self.channels, 1, self.dtype, name=f"lateral_convs{i}")(feature, train)
+            ConvNormAct(self.channels, 1, self.dtype, self.kernels, name=f"lateral_convs{i}")(feature, train)
             for i, feature in enumerate(features[:-1])
         ] + [top]
         for i in range(len(laterals) - 1, 0, -1):
             height, width = laterals[i - 1].shape[1:3]
             laterals[i - 1] = laterals[i - 1] + resize_bilinear(laterals[i], height, width)
         outputs = [
-            ConvNormAct(self.channels, 3, self.dtype, name=f"fpn_convs{i}")(laterals[i], train)
+            ConvNormAct(self.channels, 3, self.dtype, self.kernels, name=f"fpn_convs{i}")(laterals[i], train)
             for i in range(len(laterals) - 1)
         ] + [laterals[-1]]
         height, width = outputs[0].shape[1:3]
         fused = jnp.concatenate([resize_bilinear(o, height, width) for o in outputs], axis=-1)
-        fused = ConvNormAct(self.channels, 3, self.dtype, name="fpn_bottleneck")(fused, train)
+        fused = ConvNormAct(self.channels, 3, self.dtype, self.kernels, name="fpn_bottleneck")(fused, train)
         # Dropout2d: whole channels are dropped.
         fused = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(fused)
-        return Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(fused)
+        return Conv(self.num_classes, (1, 1), dtype=self.dtype, kernels=self.kernels, name="classifier")(fused)
 
 
 class FCNHead(nn.Module):
@@ -97,9 +100,10 @@ class FCNHead(nn.Module):
     channels: int = 256
     dropout_rate: float = 0.1
     dtype: jnp.dtype | None = None
+    kernels: str = "xla"  # convolution kernels, see layers.Conv
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = ConvNormAct(self.channels, 3, self.dtype, name="convs0")(x, train)
+        x = ConvNormAct(self.channels, 3, self.dtype, self.kernels, name="convs0")(x, train)
         x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2), deterministic=not train)(x)
-        return Conv(self.num_classes, (1, 1), dtype=self.dtype, name="classifier")(x)
+        return Conv(self.num_classes, (1, 1), dtype=self.dtype, kernels=self.kernels, name="classifier")(x)
