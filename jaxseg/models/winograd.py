@@ -11,8 +11,8 @@ would run slowly inside a ``lax`` loop.
 
 On XLA:CPU this is about 2x faster than the library convolution for the wide 3x3 convolutions of segmentation
 heads (UPerNet's 2048 → 512 fusion convolution; benchmarks/RESULTS.md, "Attacks"), and slower for narrow ones,
-where the transforms' memory traffic dominates: ``jaxseg.models.layers.conv_general_dilated`` uses it on CPU
-only when ``worthwhile``. Values agree with ``lax.conv_general_dilated`` to float32 rounding (relative error
+where the transforms' memory traffic dominates: ``jaxseg.models.kernels.conv_general_dilated`` (the CPU kernel set)
+uses it only when ``worthwhile``. Values agree with ``lax.conv_general_dilated`` to float32 rounding (relative error
 ~1e-7 for unit-scale data: the transforms' coefficients are 0, ±1/2, ±1).
 """
 
