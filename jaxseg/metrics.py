@@ -2,8 +2,8 @@
 
 Every function here is jit-able and works on device arrays. Dataset-level scores are *pooled*: per-class
 intersections and unions (or a confusion matrix) are summed over all images first and only then turned into
-ratios, so results are independent of how the data was batched or sharded. A pixel whose label equals
-``ignore_index`` never counts.
+ratios, so results are independent of how the data was batched or sharded. Only the pixels of
+``validation.valid_mask`` count: a pixel whose label equals ``ignore_index`` (or lies outside [0, K)) never does.
 
 Shapes: ``predictions`` and ``labels`` are int (B, H, W); ``num_classes`` is K.
 """
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.validation import DEFAULT_IGNORE_INDEX, validate_labels  # noqa: F401 (re-exported)
+from jaxseg.validation import DEFAULT_IGNORE_INDEX, valid_mask
 
 
 class PerImageStatistics(NamedTuple):
@@ -38,15 +38,31 @@ class PerImageStatistics(NamedTuple):
     @property
     def pixel_accuracy(self) -> jax.Array:
         """(B,) float32 fraction of labelled pixels predicted correctly (1.0 for an image with none)."""
-        labelled = jnp.maximum(self.labelled, 1)
-        return jnp.where(self.labelled > 0, self.correct / labelled, 1.0).astype(jnp.float32)
+        return accuracy_from_counts(self.correct, self.labelled)
 
 
-def _valid_mask(labels: jax.Array, num_classes: int, ignore_index: int | None) -> jax.Array:
-    valid = (labels >= 0) & (labels < num_classes)
-    if ignore_index is not None:
-        valid &= labels != ignore_index
-    return valid
+def accuracy_from_counts(correct, labelled, empty: float = 1.0) -> jax.Array:
+    """Pixel accuracy ``correct / labelled`` as float32, ``empty`` where ``labelled`` is 0. Same shapes in and out."""
+    return jnp.where(labelled > 0, correct / jnp.maximum(labelled, 1), empty).astype(jnp.float32)
+
+
+def pixel_accuracy(
+    predictions: jax.Array,
+    labels: jax.Array,
+    num_classes: int | None = None,
+    ignore_index: int | None = DEFAULT_IGNORE_INDEX,
+    *,
+    axis=(1, 2),
+    empty: float = 1.0,
+) -> jax.Array:
+    """Fraction of the ``valid_mask`` pixels where ``predictions == labels``, reduced over ``axis``.
+
+    predictions, labels: int (B, H, W) → (B,) float32 per image (``axis=(1, 2)``), or () pooled over the batch
+    (``axis=None``); ``empty`` where there is no labelled pixel.
+    """
+    valid = valid_mask(labels, num_classes, ignore_index)
+    correct = jnp.sum((predictions == labels) & valid, axis=axis)
+    return accuracy_from_counts(correct, jnp.sum(valid, axis=axis), empty)
 
 
 def confusion_matrix(
@@ -59,7 +75,7 @@ def confusion_matrix(
 
     Ignored pixels are dropped. Sum matrices over batches/devices to accumulate a dataset.
     """
-    valid = _valid_mask(labels, num_classes, ignore_index)
+    valid = valid_mask(labels, num_classes, ignore_index)
     index = jnp.where(valid, labels * num_classes + predictions, 0).reshape(-1)
     counts = jnp.zeros(num_classes * num_classes, jnp.int32).at[index].add(
         valid.reshape(-1).astype(jnp.int32)
@@ -74,7 +90,7 @@ def per_image_statistics(
     ignore_index: int | None = DEFAULT_IGNORE_INDEX,
 ) -> PerImageStatistics:
     """Per-image correct/labelled counts and per-class intersection/union, see ``PerImageStatistics``."""
-    valid = _valid_mask(labels, num_classes, ignore_index)
+    valid = valid_mask(labels, num_classes, ignore_index)
     classes = jnp.arange(num_classes)
     pred_onehot = (predictions[..., None] == classes) & valid[..., None]  # (B, H, W, K)
     label_onehot = (labels[..., None] == classes) & valid[..., None]

@@ -1,8 +1,10 @@
-"""Checks of the image and label contracts shared by every public entry point (below; docs/architecture.md).
+"""The image and label contracts shared by every public entry point (below; docs/architecture.md), and the
+checks of them.
 
-Images are float (B, H, W, 3) in [0, 1]; labels are int (B, H, W) in [0, K) or ``ignore_index``.
-Shape and dtype checks also work on traced arrays; value checks run only on concrete arrays, so call these
-at boundaries (CLI, public functions), not inside ``jit``.
+Images are float (B, H, W, 3) in [0, 1]; labels are int (B, H, W) in [0, K) or ``ignore_index``
+(``DEFAULT_IGNORE_INDEX`` = 255); ``valid_mask`` marks the pixels that carry a class. Shape and dtype checks
+also work on traced arrays; value checks run only on concrete arrays (``is_traced``), so call these at
+boundaries (CLI, public functions), not inside ``jit``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,28 @@ import jax.numpy as jnp
 import numpy as np
 
 DEFAULT_IGNORE_INDEX = 255
+
+
+def valid_mask(labels, num_classes: int | None = None, ignore_index: int | None = DEFAULT_IGNORE_INDEX):
+    """Bool mask of the pixels that carry a class: ``labels != ignore_index`` and, given ``num_classes`` K,
+    ``0 <= labels < K``. labels: int (...), NumPy or JAX (traced too) → bool (...) of the same kind.
+
+    ``ignore_index=None`` ignores no value; ``num_classes=None`` checks no range.
+    """
+    checks = []
+    if num_classes is not None:
+        checks.append((labels >= 0) & (labels < num_classes))
+    if ignore_index is not None:
+        checks.append(labels != ignore_index)
+    if not checks:
+        return labels == labels  # every pixel: all True, the kind and shape of ``labels``
+    return checks[0] & checks[1] if len(checks) == 2 else checks[0]
+
+
+def is_traced(*trees) -> bool:
+    """True if any array leaf of ``trees`` is a JAX tracer (inside ``jit``/``grad``/``vmap``): its values are
+    unknown, so value checks must be skipped."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
 
 
 def validate_images(images, *, check_range: bool = True) -> None:
@@ -24,7 +48,7 @@ def validate_images(images, *, check_range: bool = True) -> None:
         )
     if 0 in images.shape:
         raise ValueError(f"a batch needs at least one image of at least one pixel; got shape {tuple(images.shape)}")
-    if check_range and not isinstance(images, jax.core.Tracer):
+    if check_range and not is_traced(images):
         finite = jnp.isfinite(images)
         if not bool(jnp.all(finite)):
             count = int(images.size - jnp.sum(finite))
@@ -39,13 +63,13 @@ def validate_labels(labels, num_classes: int, ignore_index: int | None = DEFAULT
 
     Checks values only for concrete (non-traced) arrays; call at public boundaries, not inside jit.
     """
-    labels = np.asarray(labels) if not isinstance(labels, jax.core.Tracer) else labels
+    labels = labels if is_traced(labels) else np.asarray(labels)
     if labels.ndim != 3:
         raise ValueError(f"labels must have shape (B, H, W); got shape {tuple(labels.shape)}")
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(f"labels must be integers; got dtype {labels.dtype}")
     if isinstance(labels, np.ndarray):
-        valid = (labels >= 0) & (labels < num_classes)
+        valid = valid_mask(labels, num_classes, None)
         if ignore_index is not None:
             valid |= labels == ignore_index
         if not valid.all():

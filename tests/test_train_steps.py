@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from jaxseg import parallel
+from jaxseg.attacks import segmentation_cross_entropy
 from jaxseg.config import load_config
 from jaxseg.models import create_model, init_variables
 from jaxseg.train.state import create_optimizer, create_train_state, learning_rate_schedule, weight_decay_mask
-from jaxseg.train.steps import adversarial_batch, make_train_step, segmentation_cross_entropy
+from jaxseg.train.steps import adversarial_batch, make_train_step
 
 
 def test_schedule_warms_up_linearly_then_decays_to_zero():

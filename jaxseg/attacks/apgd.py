@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jaxseg import metrics
 from jaxseg.attacks import common, threat
 from jaxseg.attacks.common import LossSpec
+from jaxseg.validation import DEFAULT_IGNORE_INDEX
 
 MOMENTUM = 0.75
 OSCILLATION_THRESHOLD = 0.75
@@ -300,7 +301,7 @@ _apgd_jit = jax.jit(_apgd_core, static_argnames=_STATIC)
 
 def apgd(logits_fn, images, labels, key, *, eps, iterations: int = 100, norm: str = "linf", loss: str = "ce",
          track_loss: str | None = None, red_eps: bool = False, early_stop: bool = True, random_start: bool = True,
-         mask=None, target=None, class_weights=None, ignore_index: int | None = metrics.DEFAULT_IGNORE_INDEX,
+         mask=None, target=None, class_weights=None, ignore_index: int | None = DEFAULT_IGNORE_INDEX,
          activation: str = "sigmoid", variables=None, compute_dtype=None) -> APGDResult:
     """APGD on the per-image loss ``loss`` (see the module docstring for the algorithm).
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from jaxseg import metrics
 from jaxseg.attacks import losses, threat
-from jaxseg.validation import validate_images, validate_labels
+from jaxseg.validation import DEFAULT_IGNORE_INDEX, is_traced, valid_mask, validate_images, validate_labels
 
 KEEP_OPTIONS = ("loss", "accuracy", "last")
 
@@ -83,12 +83,14 @@ class LossSpec:
 
     loss: str = "ce"
     track_loss: str | None = None  # None: track the attack loss itself
-    ignore_index: int | None = metrics.DEFAULT_IGNORE_INDEX
+    ignore_index: int | None = DEFAULT_IGNORE_INDEX
     activation: str = "sigmoid"
 
 
 def make_forward(logits_fn: Callable, variables: Any, compute_dtype) -> Callable[[jax.Array], jax.Array]:
-    """images float32 → float32 logits, computing the model in ``compute_dtype`` (e.g. bfloat16) if given."""
+    """``forward(images) -> logits`` of the calling convention above: images (B, H, W, 3) float32 → float32 logits
+    (B, H, W, K), computing the model in ``compute_dtype`` (e.g. bfloat16) if given; ``ValueError`` for logits
+    of another shape. Exported as ``jaxseg.attacks.make_forward`` (PAG uses it too)."""
     if compute_dtype is not None:
         variables = jax.tree_util.tree_map(
             lambda leaf: leaf.astype(compute_dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf, variables
@@ -136,28 +138,15 @@ def make_evaluator(forward, labels, spec: LossSpec, *, target=None, class_weight
 def success_scores(prediction, labels, num_classes: int, ignore_index, target=None):
     """(accuracy, score) per image; see ``Evaluation``."""
     stats = metrics.per_image_statistics(prediction, labels, num_classes, ignore_index)
-    accuracy = stats.pixel_accuracy
     if target is None:
-        score = stats.correct / jnp.maximum(stats.labelled, 1)
-    else:
-        valid = _in_range(labels, num_classes, ignore_index) & _in_range(target, num_classes, ignore_index)
-        hits = jnp.sum((prediction == target) & valid, axis=(1, 2))
-        count = jnp.sum(valid, axis=(1, 2))
-        score = jnp.where(count > 0, 1.0 - hits / jnp.maximum(count, 1), 0.0)
-    return accuracy, score.astype(jnp.float32)
-
-
-def _in_range(values, num_classes: int, ignore_index):
-    valid = (values >= 0) & (values < num_classes)
-    return valid & (values != ignore_index) if ignore_index is not None else valid
+        return stats.pixel_accuracy, metrics.accuracy_from_counts(stats.correct, stats.labelled, empty=0.0)
+    valid = valid_mask(labels, num_classes, ignore_index) & valid_mask(target, num_classes, ignore_index)
+    hits = jnp.sum((prediction == target) & valid, axis=(1, 2))
+    return stats.pixel_accuracy, 1.0 - metrics.accuracy_from_counts(hits, jnp.sum(valid, axis=(1, 2)))
 
 
 def empty_history(iterations: int, batch: int) -> jax.Array:
     return jnp.full((iterations, batch), jnp.nan, jnp.float32)
-
-
-def is_traced(*trees) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
 
 
 def normalise_dtype(compute_dtype):

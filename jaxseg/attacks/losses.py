@@ -1,8 +1,10 @@
-"""Per-pixel attack losses (docs/sea_evaluation.md and the papers named per loss), all to be *maximised* by an attack.
+"""Per-pixel losses: the cross-entropy with an ignore index that training, the attacks and PAG share
+(``pixel_cross_entropy``, ``segmentation_cross_entropy``), and the attack losses by name
+(docs/sea_evaluation.md and the papers named per loss), all to be *maximised* by an attack.
 
-Every loss maps logits (..., K) and integer labels (...) to per-pixel values (...) float32; for segmentation
-that is (B, H, W, K) → (B, H, W), for a classifier (B, K) → (B,). Pixels whose label is ``ignore_index`` (or
-outside [0, K)) contribute 0. ``image_loss`` reduces to one value per image: the mean over *all* pixels, so
+Every attack loss maps logits (..., K) and integer labels (...) to per-pixel values (...) float32; for segmentation
+that is (B, H, W, K) → (B, H, W), for a classifier (B, K) → (B,). Pixels outside ``validation.valid_mask`` (label
+``ignore_index`` or outside [0, K)) contribute 0. ``image_loss`` reduces to one value per image: the mean over *all* pixels, so
 masked-out and ignored pixels stay in the denominator; attacks sum that over the batch for the gradient.
 
 Masks such as "pixel still correct" are computed from the current logits and are stop-gradient.
@@ -23,7 +25,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxseg.validation import DEFAULT_IGNORE_INDEX
+from jaxseg.validation import DEFAULT_IGNORE_INDEX, valid_mask
 
 COSPGD_ACTIVATIONS = ("sigmoid", "softmax")
 
@@ -53,6 +55,23 @@ def _take(values: jax.Array, index: jax.Array) -> jax.Array:
 
 def _cross_entropy(logits: jax.Array, index: jax.Array) -> jax.Array:
     return jax.nn.logsumexp(logits, axis=-1) - _take(logits, index)
+
+
+def pixel_cross_entropy(logits: jax.Array, labels: jax.Array,
+                        ignore_index: int | None = DEFAULT_IGNORE_INDEX) -> jax.Array:
+    """Per-pixel cross-entropy -log softmax(logits)_y, 0 at pixels outside ``valid_mask`` (label
+    ``ignore_index`` or outside [0, K)). logits (..., K) float, labels (...) int → (...) float32."""
+    logits = logits.astype(jnp.float32)
+    valid = valid_mask(labels, logits.shape[-1], ignore_index)
+    return jnp.where(valid, _cross_entropy(logits, jnp.where(valid, labels, 0)), 0.0)
+
+
+def segmentation_cross_entropy(logits: jax.Array, labels: jax.Array,
+                               ignore_index: int | None = DEFAULT_IGNORE_INDEX) -> jax.Array:
+    """The training loss: mean ``pixel_cross_entropy`` over the labelled pixels (unlabelled ones are excluded
+    from sum and count; 0 without any). logits (B, H, W, K) float, labels (B, H, W) int → () float32."""
+    valid = valid_mask(labels, logits.shape[-1], ignore_index)
+    return jnp.sum(pixel_cross_entropy(logits, labels, ignore_index)) / jnp.maximum(jnp.sum(valid), 1)
 
 
 def _sign(inputs: LossInputs) -> float:
@@ -203,18 +222,13 @@ def pixel_loss(
         raise ValueError(f"cospgd activation must be one of {COSPGD_ACTIVATIONS}; got {activation!r}")
     logits = logits.astype(jnp.float32)
     num_classes = logits.shape[-1]
-
-    def in_range(values):
-        valid = (values >= 0) & (values < num_classes)
-        return valid & (values != ignore_index) if ignore_index is not None else valid
-
-    valid = in_range(labels)
+    valid = valid_mask(labels, num_classes, ignore_index)
     safe_labels = jnp.where(valid, labels, 0)
     prediction = jax.lax.stop_gradient(jnp.argmax(logits, -1))
     if target is None:
         reference, pending = safe_labels, prediction == safe_labels
     else:
-        valid &= in_range(target)
+        valid &= valid_mask(target, num_classes, ignore_index)
         reference = jnp.where(valid, target, 0)
         pending = prediction != reference
     if name == "mask-ce-bal" and class_weights is None:

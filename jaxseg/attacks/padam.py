@@ -33,12 +33,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxseg import metrics
 from jaxseg.attacks import common, threat
 from jaxseg.attacks.common import AttackResult, LossSpec
 from jaxseg.attacks.pgd import iterate
+from jaxseg.validation import DEFAULT_IGNORE_INDEX
 
-PADAM_LOSSES = ("ce", "cos")
 # PyTorch's torch.optim.Adam defaults, which the reference uses.
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
@@ -117,7 +116,7 @@ _padam_jit = jax.jit(_padam_core, static_argnames=_STATIC)
 
 def padam(logits_fn, images, labels, key, *, eps, iterations: int = 200, learning_rate=2 / 255,
           norm: str = "linf", loss: str = "ce", keep: str = "last", random_start: bool = True, mask=None,
-          target=None, class_weights=None, ignore_index: int | None = metrics.DEFAULT_IGNORE_INDEX,
+          target=None, class_weights=None, ignore_index: int | None = DEFAULT_IGNORE_INDEX,
           activation: str = "sigmoid", variables=None, compute_dtype=None) -> AttackResult:
     """Projected AMSGrad ascent of ``loss`` ("ce" or "cos" in the paper; any registered loss works).
 

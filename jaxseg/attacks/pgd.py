@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from jaxseg import metrics
 from jaxseg.attacks import common, threat
 from jaxseg.attacks.common import AttackResult, LossSpec
+from jaxseg.validation import DEFAULT_IGNORE_INDEX
 
 
 def iterate(evaluate, start: jax.Array, update, update_state, labels, *, iterations: int, keep: str,
@@ -106,7 +107,7 @@ _pgd_jit = jax.jit(_pgd_core, static_argnames=_STATIC)
 
 def pgd(logits_fn, images, labels, key, *, eps, iterations: int = 10, step_size=None, norm: str = "linf",
         loss: str = "ce", keep: str = "accuracy", random_start: bool = True, mask=None, target=None,
-        class_weights=None, ignore_index: int | None = metrics.DEFAULT_IGNORE_INDEX, activation: str = "sigmoid",
+        class_weights=None, ignore_index: int | None = DEFAULT_IGNORE_INDEX, activation: str = "sigmoid",
         variables=None, compute_dtype=None) -> AttackResult:
     """Projected gradient ascent on per-image loss ``loss`` (summed over the batch for the gradient).
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxseg import metrics
 from jaxseg.attacks.apgd import apgd
+from jaxseg.validation import DEFAULT_IGNORE_INDEX
 
 SEA_LOSSES = ("mask-ce-bal", "mask-ce", "js")
 SEA_ITERATIONS = 300
@@ -52,7 +53,7 @@ class SEAResult(NamedTuple):
 def sea_attack(logits_fn, images, labels, key, *, eps, iterations: int = SEA_ITERATIONS, norm: str = "linf",
                losses: Sequence[str] = SEA_LOSSES, track_loss: str = "ce", red_eps: bool = True,
                early_stop: bool = True, mask=None, class_weights=None,
-               ignore_index: int | None = metrics.DEFAULT_IGNORE_INDEX, variables=None,
+               ignore_index: int | None = DEFAULT_IGNORE_INDEX, variables=None,
                compute_dtype=None) -> SEAResult:
     """The SEA component attacks on one batch; combine over the dataset with ``worst_case``.
 

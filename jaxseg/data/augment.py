@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
-from jaxseg.data.info import IGNORE_INDEX
+from jaxseg.validation import DEFAULT_IGNORE_INDEX
 
 PROTOCOLS = ("sea", "standard")
 SCALE_RANGE = (0.5, 2.0)
@@ -49,7 +49,8 @@ def resize_short_side(image: np.ndarray, label: np.ndarray, short_side: int) -> 
 
 
 def pad_to(
-    image: np.ndarray, label: np.ndarray, height: int, width: int, *, image_fill=0, ignore_index: int = IGNORE_INDEX
+    image: np.ndarray, label: np.ndarray, height: int, width: int, *, image_fill=0,
+    ignore_index: int = DEFAULT_IGNORE_INDEX,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pads bottom/right to at least (height, width): image with ``image_fill`` (scalar or RGB), label with
     ``ignore_index``."""
@@ -77,7 +78,7 @@ def train_augment(
     crop_size: int,
     base_size: int,
     image_fill=0,
-    ignore_index: int = IGNORE_INDEX,
+    ignore_index: int = DEFAULT_IGNORE_INDEX,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One random training view: uint8 (crop, crop, 3) image and uint8 (crop, crop) label.
 
@@ -112,7 +113,7 @@ def eval_preprocess(
     *,
     protocol: str,
     size: int,
-    ignore_index: int = IGNORE_INDEX,
+    ignore_index: int = DEFAULT_IGNORE_INDEX,
     sea_ignore_label: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """An evaluation view, uint8 (size, size, 3) and uint8 (size, size), under ``protocol``.

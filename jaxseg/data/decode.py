@@ -9,7 +9,8 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from jaxseg.data.info import IGNORE_INDEX, label_colormap
+from jaxseg.data.info import label_colormap
+from jaxseg.validation import DEFAULT_IGNORE_INDEX
 
 
 def require_paths(root: str, relative_paths: Iterable[str], what: str) -> None:
@@ -97,7 +98,7 @@ def read_sbd_mat(path: str) -> np.ndarray:
         segmentation = np.asarray(contents["GTcls"].Segmentation)
     except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
         raise ValueError(f"cannot read SBD segmentation (GTcls.Segmentation) from {path}: {error}") from error
-    if segmentation.ndim != 2 or segmentation.min() < 0 or segmentation.max() > IGNORE_INDEX:
+    if segmentation.ndim != 2 or segmentation.min() < 0 or segmentation.max() > DEFAULT_IGNORE_INDEX:
         raise ValueError(f"{path}: GTcls.Segmentation must be a 2-D map of labels in 0..255")
     return segmentation.astype(np.uint8)
 

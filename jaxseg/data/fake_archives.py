@@ -13,7 +13,8 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from jaxseg.data.info import IGNORE_INDEX, label_colormap
+from jaxseg.data.info import label_colormap
+from jaxseg.validation import DEFAULT_IGNORE_INDEX
 
 
 def _random_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -95,7 +96,7 @@ def write_fake_voc(
         scipy.io.savemat(os.path.join(sbd, "cls", f"{example_id}.mat"), {"GTcls": struct})
         labels[example_id] = segmentation
     for example_id in sorted(set(voc_train + voc_val)):
-        label = _rectangles(rng, *sizes[example_id], values=range(1, 21), boundary=IGNORE_INDEX)
+        label = _rectangles(rng, *sizes[example_id], values=range(1, 21), boundary=DEFAULT_IGNORE_INDEX)
         write_voc_palette_png(os.path.join(voc, "SegmentationClass", f"{example_id}.png"), label)
         labels[example_id] = label
     lists = [(f"{voc}/ImageSets/Segmentation/train.txt", voc_train), (f"{voc}/ImageSets/Segmentation/val.txt", voc_val)]

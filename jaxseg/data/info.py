@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from jaxseg.validation import DEFAULT_IGNORE_INDEX
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -114,7 +114,7 @@ class DatasetInfo:
     palette: np.ndarray
     train_split: str
     eval_split: str
-    ignore_index: int = IGNORE_INDEX
+    ignore_index: int = DEFAULT_IGNORE_INDEX
     sea_ignore_label: int | None = None
     sea_image_size: int | None = None
     eval_image_size: int | None = None

@@ -28,6 +28,7 @@ import numpy as np
 from jaxseg.data.info import base_name, dataset_info
 from jaxseg.data.stats import inverse_frequency_weights, split_statistics
 from jaxseg.data.storage import prepared_directory
+from jaxseg.validation import valid_mask
 
 PUBLISHED_TABLES = "tables/sea_class_weights.json"
 CLASS_WEIGHTS_FILE = "jaxseg_class_weights.json"
@@ -153,7 +154,7 @@ def resolve_class_weights(spec: str, num_classes: int, *, dataset: str | None = 
         if labels is None:
             raise ValueError("class weights 'dataset' need a dataset or labels to count")
         labels = np.asarray(labels)
-        counts = np.bincount(labels[(labels >= 0) & (labels < num_classes)].ravel(), minlength=num_classes)
+        counts = np.bincount(labels[valid_mask(labels, num_classes, None)].ravel(), minlength=num_classes)
         return ClassWeights(inverse_frequency_weights(counts), "dataset", "inverse pixel frequencies of the evaluated labels")
     if spec.endswith(".json") or os.path.exists(spec):
         return ClassWeights(load_class_weights_file(spec, num_classes), "file", os.path.abspath(spec))

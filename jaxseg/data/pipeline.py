@@ -17,8 +17,9 @@ import grain
 import numpy as np
 
 from jaxseg.data.augment import PROTOCOLS, center_view, eval_preprocess, train_augment
-from jaxseg.data.info import IGNORE_INDEX, dataset_info
+from jaxseg.data.info import dataset_info
 from jaxseg.data.storage import default_image_size, open_split
+from jaxseg.validation import DEFAULT_IGNORE_INDEX
 
 # Batches assembled ahead of time by threads of the process (or worker) that builds them: PIL releases
 # the GIL while resizing, so two threads keep two cores busy; a few batches of lookahead are enough.
@@ -37,7 +38,7 @@ class TrainTransform(grain.transforms.RandomMap):
     base_size: int
     augment: bool = True
     image_fill: int | tuple[int, int, int] = 0
-    ignore_index: int = IGNORE_INDEX
+    ignore_index: int = DEFAULT_IGNORE_INDEX
 
     def random_map(self, example: dict, rng: np.random.Generator) -> dict:
         image, label = example["image"], example["label"]
@@ -99,7 +100,7 @@ def training_dataset(
     process_count: int = 1,
     augment: bool = True,
     image_fill=0,
-    ignore_index: int = IGNORE_INDEX,
+    ignore_index: int = DEFAULT_IGNORE_INDEX,
 ) -> grain.MapDataset:
     """The training pipeline over a random-access ``source`` as a Grain MapDataset of batches.
 

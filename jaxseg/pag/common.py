@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.attacks import threat
-from jaxseg.attacks.common import is_traced, make_forward
-from jaxseg.validation import validate_images, validate_labels
+from jaxseg import attacks, metrics
+from jaxseg.attacks import make_forward, threat
+from jaxseg.validation import is_traced, validate_images, validate_labels
 
 REFERENCE_SIDE = 224  # ImageNet side length the published L2 radii (Santurkar et al. 2019) refer to
 
@@ -139,20 +139,13 @@ def descend(objective: Callable[[jax.Array], jax.Array], start: jax.Array, cente
 
 
 def pixel_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index) -> jax.Array:
-    """(B,) mean per-pixel CE of logits (B, H, W, K) toward labels (B, H, W) over all H*W pixels (ignored and
-    out-of-range labels count 0 but stay in the denominator, as in docs/algorithms.md#losses)."""
-    num_classes = logits.shape[-1]
-    valid = (labels >= 0) & (labels < num_classes)
-    if ignore_index is not None:
-        valid &= labels != ignore_index
-    safe = jnp.where(valid, labels, 0)
-    values = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, safe[..., None], -1)[..., 0]
-    return jnp.mean(jnp.where(valid, values, 0.0), axis=(1, 2))
+    """(B,) the objective of generation and inpainting: ``attacks.pixel_cross_entropy`` of logits (B, H, W, K)
+    toward labels (B, H, W) averaged over all H*W pixels (ignored and out-of-range labels count 0 but stay in
+    the denominator, as in docs/algorithms.md#losses)."""
+    return jnp.mean(attacks.pixel_cross_entropy(logits, labels, ignore_index), axis=(1, 2))
 
 
 def match_fraction(prediction: jax.Array, labels: jax.Array, ignore_index) -> jax.Array:
-    """(B,) fraction of labelled pixels where ``prediction`` == ``labels`` (1.0 for an image with none)."""
-    valid = jnp.ones(labels.shape, bool) if ignore_index is None else labels != ignore_index
-    hits = jnp.sum((prediction == labels) & valid, axis=(1, 2))
-    count = jnp.sum(valid, axis=(1, 2))
-    return jnp.where(count > 0, hits / jnp.maximum(count, 1), 1.0).astype(jnp.float32)
+    """(B,) ``metrics.pixel_accuracy`` of ``prediction`` (B, H, W) w.r.t. ``labels`` (B, H, W): the fraction of
+    pixels not labelled ``ignore_index`` where they agree (1.0 for an image with none)."""
+    return metrics.pixel_accuracy(prediction, labels, None, ignore_index)

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from jaxseg import metrics
+from jaxseg.attacks import segmentation_cross_entropy
 from jaxseg.pag import common
 from jaxseg.validation import DEFAULT_IGNORE_INDEX
 
@@ -145,12 +146,7 @@ def simple_trainer(num_classes: int, *, steps: int = 300, batch_size: int = 16, 
     optimizer = optax.adam(learning_rate)
 
     def loss_fn(params, images, labels):
-        logits = model.apply(params, images)
-        valid = (labels >= 0) & (labels < num_classes)
-        if ignore_index is not None:
-            valid &= labels != ignore_index
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(valid, labels, 0))
-        return jnp.sum(jnp.where(valid, losses, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+        return segmentation_cross_entropy(model.apply(params, images), labels, ignore_index)
 
     @jax.jit
     def update(params, state, images, labels):

@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg.attacks import pixel_cross_entropy
 from jaxseg.pag import common
-from jaxseg.validation import DEFAULT_IGNORE_INDEX
+from jaxseg.validation import DEFAULT_IGNORE_INDEX, is_traced, valid_mask
 
 METHODS = ("gradient", "gradient-input", "smoothgrad", "integrated-gradients")
 OBJECTIVES = ("logit", "ce")
@@ -42,8 +43,10 @@ def region_score(logits: jax.Array, classes: jax.Array, region: jax.Array, objec
     """(B,) score f of logits (B, H, W, K) for class map ``classes`` (B, H, W) int in [0, K) over ``region``
     (B, H, W) float/bool weights; see the module docstring."""
     logits = logits.astype(jnp.float32)
-    picked = jnp.take_along_axis(logits, classes[..., None], axis=-1)[..., 0]
-    values = picked if objective == "logit" else jax.nn.logsumexp(logits, -1) - picked
+    if objective == "logit":
+        values = jnp.take_along_axis(logits, classes[..., None], axis=-1)[..., 0]
+    else:
+        values = pixel_cross_entropy(logits, classes, None)
     return jnp.sum(values * region.astype(jnp.float32), axis=(1, 2))
 
 
@@ -120,13 +123,13 @@ def attribute(logits_fn: Callable, images, *, method: str = "gradient", objectiv
     if labels is not None:
         common.check_label_map(labels, shape, num_classes, ignore_index)
     classes = class_map(images.shape, class_index=class_index, labels=labels)
-    if class_index is not None and not common.is_traced(classes):
+    if class_index is not None and not is_traced(classes):
         values = np.asarray(class_index)
         if np.any(values < 0) or np.any(values >= num_classes):
             raise ValueError(f"class_index must lie in [0, {num_classes}); got {values.tolist()}")
     weights = jnp.ones(shape, bool) if region is None else common.check_mask(region, shape, name="region")
     if labels is not None and ignore_index is not None:
-        weights = weights & (classes != ignore_index)
+        weights = weights & valid_mask(classes, None, ignore_index)
         classes = jnp.where(classes == ignore_index, 0, classes)
     if method == "smoothgrad":
         if key is None:

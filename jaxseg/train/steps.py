@@ -2,7 +2,8 @@
 
 The training attack runs inside the same jitted step on the model in eval mode (BatchNorm frozen, no dropout);
 the update then runs the model in training mode on the attacked batch with per-part loss
-CE(main) + auxiliary_weight * CE(aux) (CE = mean over the part's labelled pixels).
+CE(main) + auxiliary_weight * CE(aux) (CE = ``attacks.segmentation_cross_entropy``, the mean over the part's
+labelled pixels).
 
 - ``pgd-at`` (PGD-AT / PIR-AT, Croce, Singh & Hein, ECCV 2024, arXiv 2306.12941, Sec. 4 and App. 0.B.2; reference
   code github.com/nmndeep/Robust-Segmentation ``semseg/val.py`` ``Pgd_Attack``): every image attacked, PGD from
@@ -26,21 +27,11 @@ import flax.linen as nn
 import optax
 
 from jaxseg import metrics
+from jaxseg.attacks import apgd, pgd, segmentation_cross_entropy
 from jaxseg.train.state import TrainState
 
 RECIPES = ("clean", "pgd-at", "segpgd-at")
 SEGPGD_AT_LOSSES = ("sum", "mean")
-
-
-def segmentation_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index: int = metrics.DEFAULT_IGNORE_INDEX) -> jax.Array:
-    """Mean per-pixel cross-entropy over labelled pixels (ignored pixels excluded from sum and count).
-
-    logits (B, H, W, K) float, labels (B, H, W) int → scalar float32.
-    """
-    valid = labels != ignore_index
-    safe_labels = jnp.where(valid, labels, 0)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe_labels)
-    return jnp.sum(jnp.where(valid, losses, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
 
 
 def adversarial_batch(
@@ -53,8 +44,6 @@ def adversarial_batch(
     ``pgd`` explicitly, so the recipe does not follow changes of ``pgd``'s defaults.
     Returns adversarial images (B, H, W, 3) in the ``attack_config.eps`` ball, gradient-stopped.
     """
-    from jaxseg.attacks import pgd
-
     def logits_fn(x):
         return model.apply(variables, x, train=False)
 
@@ -115,8 +104,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, c
         (loss, (main, aux, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        valid = labels != metrics.DEFAULT_IGNORE_INDEX
-        accuracy = jnp.sum((jnp.argmax(logits, -1) == labels) & valid) / jnp.maximum(jnp.sum(valid), 1)
+        accuracy = metrics.pixel_accuracy(jnp.argmax(logits, -1), labels, axis=None, empty=0.0)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
         return new_state, {"loss": loss, "main_loss": main, "auxiliary_loss": aux, "pixel_accuracy": accuracy}
 
@@ -141,8 +129,6 @@ def make_eval_step(
 
         out = {"clean_confusion": metrics.confusion_matrix(jnp.argmax(logits_fn(images), -1), labels, num_classes)}
         if robust_iterations > 0:
-            from jaxseg.attacks import apgd
-
             result = apgd(
                 logits_fn, images, labels, key, eps=robust_eps, norm=robust_norm, iterations=robust_iterations,
                 loss="ce",

@@ -10,7 +10,7 @@ from etils import epath
 
 from jaxseg.data.builders.common import read_example, segmentation_features
 from jaxseg.data.decode import require_files, require_paths
-from jaxseg.data.info import IGNORE_INDEX
+from jaxseg.validation import DEFAULT_IGNORE_INDEX
 
 EXPECTED_PATHS = ("leftImg8bit/train", "leftImg8bit/val", "gtFine/train", "gtFine/val")
 
@@ -23,7 +23,7 @@ LABEL_ID_TO_TRAIN_ID = {
 
 def train_id_table() -> np.ndarray:
     """uint8 (256,) lookup table: ``table[label_id]`` is the train id, 255 where ignored."""
-    table = np.full(256, IGNORE_INDEX, np.uint8)
+    table = np.full(256, DEFAULT_IGNORE_INDEX, np.uint8)
     for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items():
         table[label_id] = train_id
     return table
