@@ -26,13 +26,13 @@ from typing import Callable, Mapping
 import jax
 import numpy as np
 
+from jaxseg.models.segmentor import IMAGENET_MEAN, IMAGENET_STD
+
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 WRAPPER_PREFIXES = ("module.", "base_model.", "model.")
 WRAPPER_KEYS = ("state_dict", "model")
 NORMALIZATION_KEY = re.compile(r"(?:base_)?normalize\.(mean|std)")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # --------------------------------------------------------------------------------------------- transforms

@@ -11,6 +11,7 @@ import flax.linen as nn
 from jaxseg.models.layers import resize_bilinear
 from jaxseg.validation import validate_images
 
+# The RGB statistics ``normalize=True`` models apply to [0, 1] inputs (convert accepts checkpoints with these or none).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
