@@ -40,9 +40,8 @@ from tqdm import tqdm
 from jaxseg import data as datasets
 from jaxseg import metrics
 from jaxseg.attacks import ModelLogits, apgd
-from jaxseg.checkpoint import load_variables
+from jaxseg.checkpoint import load_model
 from jaxseg.config import load_config
-from jaxseg.models import create_model
 from jaxseg.pag import common, generate, inpaint, interpret, localize, saliency
 from jaxseg.train.loop import train
 
@@ -112,8 +111,8 @@ def saliency_of(logits_fn, variables, images, labels, batch: int = 64) -> np.nda
 def study_model(workdir: Path, judge, eval_set, fit_set, retrain, random_curves: dict, args) -> tuple[dict, dict]:
     """All measurements of one trained model; returns (numbers, example arrays for the figures). ``random_curves``
     caches the random-ranking ROAR/KAR scores (they do not depend on the model) across calls."""
-    variables, metadata = load_variables(workdir)
-    logits_fn = ModelLogits(create_model(metadata["model"], metadata["num_classes"], **metadata.get("options", {})))
+    model, variables, _ = load_model(workdir)
+    logits_fn = ModelLogits(model)
     images, labels, squares, targets, seeds, object_classes, object_masks = eval_set
     size = images.shape[1]
     key = jax.random.key(0)
@@ -294,8 +293,8 @@ def main() -> None:
                                   data_dir, workdir) for name, (recipe, eps, seed) in models.items()}
     training["judge"] = train_model("judge", "synthetic", None, 1, args, dataset, data_dir, workdir)
 
-    judge_variables, judge_meta = load_variables(workdir / "judge")
-    judge_fn = jax.jit(ModelLogits(create_model(judge_meta["model"], judge_meta["num_classes"])))
+    judge_model, judge_variables, _ = load_model(workdir / "judge")
+    judge_fn = jax.jit(ModelLogits(judge_model))
 
     def judge(x):
         return np.asarray(jnp.argmax(judge_fn(judge_variables, jnp.asarray(x)), -1))

@@ -32,7 +32,7 @@ from jaxseg import data as datasets
 from jaxseg import metrics
 from jaxseg.attacks import apgd, pgd
 from jaxseg.attacks.sea import sea_attack, worst_case
-from jaxseg.checkpoint import load_variables, save_variables
+from jaxseg.checkpoint import load_model, save_variables
 from jaxseg.config import load_config
 from jaxseg.models import create_model, init_variables
 from jaxseg.train.loop import train
@@ -95,9 +95,12 @@ def pretrain_robust_classifier(dataset: str, data_dir: str, out: Path, steps: in
 
 def evaluate_robustness(workdir: Path, dataset: str, data_dir: str, image_size: int, num_examples: int,
                         iterations: int, radii: tuple[float, ...]) -> dict:
-    """Clean, APGD-CE and SEA aAcc/mIoU (pooled) of the model trained in ``workdir``."""
-    variables, metadata = load_variables(workdir)
-    model = create_model(metadata["model"], metadata["num_classes"])
+    """Clean, APGD-CE and SEA aAcc/mIoU (pooled) of the model trained in ``workdir``.
+
+    Not ``jaxseg.evaluate.evaluate``: the attacks here draw their keys from the radius (``key(eps * 255)``), as
+    when docs/pirat_synthetic.md was measured, and ``evaluate`` derives them from a seed and the batch index.
+    """
+    model, variables, _ = load_model(workdir)
     images, labels = datasets.load_split_arrays(dataset, "validation", data_dir=data_dir, protocol="standard",
                                                 image_size=image_size, num_examples=num_examples)
 
