@@ -1,12 +1,15 @@
-"""Checkpoints with Orbax: model variables with metadata (conversions, exports) and training runs.
+"""Variables checkpoints with Orbax: model variables with metadata (conversions, exports).
 
 A *variables checkpoint* is a directory holding ``variables/`` (an Orbax PyTree checkpoint of the Flax
 variables ``{'params': ..., 'batch_stats': ...}``) and ``metadata.json`` (at least ``model`` and
 ``num_classes`` so the model can be rebuilt, plus provenance such as ``source``, ``family``, ``sha256``).
-``load_variables`` also accepts a training work directory and restores the model variables (``params`` and
-``batch_stats``, never the optimiser state) of its latest step. Restores are onto host memory or any mesh via
-``shardings``. ``load_model`` rebuilds the model a checkpoint names and checks every parameter name and shape
-against it before restoring.
+Restores are onto host memory or any mesh via ``shardings``. ``load_model`` rebuilds the model a checkpoint
+names and checks every parameter name and shape against it before restoring.
+
+Other kinds of directory are read through a ``DirectoryReader`` that the package writing them registers
+(``register_reader``): ``jaxseg.train`` registers training work directories when it is imported, so
+``load_variables`` and ``load_model`` then also accept a run's directory (its latest step's ``params`` and
+``batch_stats``, never the optimiser state). This module knows no such layout and imports no such package.
 
 Everything a user can point at is checked: a damaged or incomplete Orbax directory, an unreadable or
 incomplete ``metadata.json`` and weights of another model each raise one ``ValueError`` (``UnreadableFileError``
@@ -20,6 +23,7 @@ import functools
 import json
 import logging
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -27,9 +31,7 @@ import orbax.checkpoint as ocp
 
 VARIABLES_DIR = "variables"
 METADATA_FILE = "metadata.json"
-TRAIN_CHECKPOINTS_DIR = "checkpoints"
-TRAIN_STATE_ITEM = "state"
-TRAIN_CONFIG_ITEM = "config"
+TRAIN_CHECKPOINTS_DIR = "checkpoints"  # only for quickstart.py: jaxseg.train.checkpoints owns the training layout
 MODEL_COLLECTIONS = ("params", "batch_stats")
 DIGEST_KEY = "variables_sha256"
 ABSTRACT_INPUT_SHAPE = (1, 64, 64, 3)  # fixes the variable shapes only (as jaxseg.convert); valid for every model
@@ -49,6 +51,36 @@ def short_error(error: BaseException, limit: int = 300) -> str:
     text = " ".join(str(error).split("[tensorstore_spec=")[0].split())
     text = f"{type(error).__name__}: {text}" if text else type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class DirectoryReader(NamedTuple):
+    """How ``load_variables`` and ``load_model`` read a kind of directory other than a variables checkpoint.
+
+    recognizes(directory: Path) -> bool: whether ``directory`` (existing, without ``variables/``) is of this kind.
+    metadata(directory: Path) -> dict: ``model``, ``num_classes``, ``options`` (see ``check_metadata``) and
+      provenance, without reading any weight.
+    variables(directory: Path, target=None, shardings=None) -> (variables, metadata), as ``load_variables``.
+    """
+
+    recognizes: Callable[[Path], bool]
+    metadata: Callable[[Path], dict]
+    variables: Callable[..., tuple[dict, dict]]
+
+
+_READERS: list[DirectoryReader] = []
+
+
+def register_reader(reader: DirectoryReader) -> None:
+    """Let ``load_variables`` and ``load_model`` read the directories ``reader`` recognizes (idempotent)."""
+    if reader not in _READERS:
+        _READERS.append(reader)
+
+
+def _reader_for(directory: Path) -> DirectoryReader | None:
+    """The registered reader of ``directory`` (existing); None for a variables checkpoint or an unknown kind."""
+    if (directory / VARIABLES_DIR).exists():
+        return None
+    return next((reader for reader in _READERS if reader.recognizes(directory)), None)
 
 
 def variables_digest(variables) -> str:
@@ -197,7 +229,8 @@ def _abstract(target, shardings=None):
     )
 
 
-def _damaged(directory, error: BaseException) -> UnreadableFileError:
+def damaged_error(directory, error: BaseException) -> UnreadableFileError:
+    """The ``UnreadableFileError`` for a checkpoint ``directory`` that Orbax failed to read with ``error``."""
     return UnreadableFileError(
         directory,
         f"the checkpoint is damaged or incomplete and cannot be read ({short_error(error)}); write it again "
@@ -212,19 +245,19 @@ def _saved_tree(checkpointer, item_directory: Path) -> dict:
                                                          "is missing")
     _quiet_abandoned_reads()
     try:
-        with _quiet_orbax_warnings():
+        with quiet_orbax_warnings():
             saved = checkpointer.metadata(item_directory)
         saved = getattr(saved, "item_metadata", saved)
         saved = getattr(saved, "tree", saved)
     except Exception as error:  # Orbax and TensorStore raise many types for damaged files
-        raise _damaged(item_directory, error) from error
+        raise damaged_error(item_directory, error) from error
     if not isinstance(saved, dict) or not saved:
-        raise _damaged(item_directory, ValueError("Orbax finds no readable array metadata (names, shapes) in it"))
+        raise damaged_error(item_directory, ValueError("Orbax finds no readable array metadata (names, shapes) in it"))
     return saved
 
 
 @contextlib.contextmanager
-def _quiet_orbax_warnings():
+def quiet_orbax_warnings():
     """Hide Orbax's absl warnings while reading (read-only manager notices, missing optional metadata files):
     they are noise around a successful read, and a failed one raises its own message."""
     logger = logging.getLogger("absl")
@@ -274,15 +307,40 @@ def _restore_arrays(item_directory: Path, abstract) -> dict:
         with ocp.PyTreeCheckpointer() as checkpointer:
             return dict(checkpointer.restore(item_directory, args=args))
     except Exception as error:  # Orbax and TensorStore raise many types for damaged files
-        raise _damaged(item_directory, error) from error
+        raise damaged_error(item_directory, error) from error
+
+
+def restore_variables(item_directory: Path, *, target=None, shardings=None, source=None,
+                      collections: tuple[str, ...] | None = None) -> tuple[dict, dict]:
+    """``(variables, saved)`` of the Orbax PyTree item ``item_directory``; ``saved`` is its array metadata.
+
+    collections: restore only these top-level entries (e.g. ``MODEL_COLLECTIONS`` of a training state: its
+      optimiser state is never read; an ``UnreadableFileError`` if one is missing), or None for all.
+    target, shardings: as in ``load_variables``; a mismatch raises ``ModelMismatchError`` naming ``source``
+      (default: the item's directory) before any array is read. Without shardings arrays come back as NumPy.
+    """
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        saved = _saved_tree(checkpointer, item_directory)
+    if collections is not None:
+        missing = [name for name in collections if name not in saved]
+        if missing:
+            raise UnreadableFileError(item_directory, f"the saved training state has no {' or '.join(missing)}")
+        saved = {name: saved[name] for name in collections}
+    if target is None:
+        abstract = _abstract(saved)
+    else:
+        abstract = _abstract(target, shardings)
+        raise_on_mismatch(item_directory.parent if source is None else source, saved, abstract)
+    return _restore_arrays(item_directory, abstract), saved
 
 
 def load_variables(directory: str | Path, target=None, shardings=None) -> tuple[dict, dict]:
-    """Restore ``(variables, metadata)`` from a variables checkpoint or a training work directory.
+    """Restore ``(variables, metadata)`` from a variables checkpoint or a registered kind of directory.
 
     Args:
-      directory: a directory written by ``save_variables`` (e.g. by ``jaxseg convert``) or a training workdir
-        (``checkpoints/`` inside it; the latest step is used, and only its ``params`` and ``batch_stats``).
+      directory: a directory written by ``save_variables`` (e.g. by ``jaxseg convert``) or one a registered
+        ``DirectoryReader`` recognizes (a training work directory once ``jaxseg.train`` is imported: its latest
+        step, only ``params`` and ``batch_stats``).
       target: optional pytree of arrays/``jax.ShapeDtypeStruct`` giving the expected structure; a checkpoint
         that does not match raises ``ValueError`` listing every mismatched parameter before anything is read.
       shardings: optional pytree of ``jax.sharding.Sharding`` matching ``target`` to restore onto a mesh.
@@ -293,18 +351,12 @@ def load_variables(directory: str | Path, target=None, shardings=None) -> tuple[
       ValueError: the saved variables differ from ``target``.
     """
     directory = _existing_checkpoint_directory(directory)
-    if (directory / TRAIN_CHECKPOINTS_DIR).exists() and not (directory / VARIABLES_DIR).exists():
-        return load_run_variables(directory, target=target, shardings=shardings)
+    reader = _reader_for(directory)
+    if reader is not None:
+        return reader.variables(directory, target=target, shardings=shardings)
     metadata = read_metadata(directory)
     item = directory / VARIABLES_DIR
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        saved = _saved_tree(checkpointer, item)
-    if target is None:
-        abstract = _abstract(saved)
-    else:
-        abstract = _abstract(target, shardings)
-        raise_on_mismatch(directory, saved, abstract)
-    variables = _restore_arrays(item, abstract)
+    variables, saved = restore_variables(item, target=target, shardings=shardings, source=directory)
     expected = metadata.get(DIGEST_KEY)
     if expected and shardings is None and _leaf_types(variables) == _leaf_types(saved) and \
             variables_digest(variables) != expected:
@@ -314,40 +366,6 @@ def load_variables(directory: str | Path, target=None, shardings=None) -> tuple[
     return variables, metadata
 
 
-def _training_metadata(workdir: Path, subdirectory: str = TRAIN_CHECKPOINTS_DIR) -> tuple[Path, dict]:
-    """``(step directory, metadata)`` of a training run's latest complete checkpoint in ``subdirectory``: model,
-    num_classes and options from its saved config, plus ``step`` and ``source``. Reads no weights, writes nothing."""
-    steps_directory = workdir / subdirectory
-    try:
-        with _quiet_orbax_warnings():
-            manager = ocp.CheckpointManager(steps_directory,
-                                            options=ocp.CheckpointManagerOptions(read_only=True, create=False))
-        try:
-            step = manager.latest_step()
-            if step is None:
-                raise FileNotFoundError(f"no complete checkpoint in {steps_directory} (was the run stopped before "
-                                        "its first save?)")
-            with _quiet_orbax_warnings():
-                config = manager.restore(step, args=ocp.args.Composite(**{TRAIN_CONFIG_ITEM: ocp.args.JsonRestore()}))
-            config = config[TRAIN_CONFIG_ITEM]
-        finally:
-            manager.close()
-    except FileNotFoundError:
-        raise
-    except Exception as error:  # Orbax raises many types for damaged files
-        raise _damaged(steps_directory, error) from error
-    step_directory = steps_directory / str(step)
-    model = config.get("model") if isinstance(config, dict) else None
-    if not isinstance(model, dict):
-        raise UnreadableFileError(step_directory / TRAIN_CONFIG_ITEM, "the saved config has no 'model' section")
-    from jaxseg.config import model_options
-
-    metadata = check_metadata({"model": model.get("name"), "num_classes": model.get("num_classes"),
-                               "options": model_options(model), "step": int(step), "source": str(workdir)},
-                              step_directory / TRAIN_CONFIG_ITEM)
-    return step_directory, metadata
-
-
 def _leaf_types(tree) -> dict[str, tuple]:
     """{path: (shape, dtype)} of the array leaves of ``tree`` (arrays or Orbax array metadata)."""
     return {
@@ -355,29 +373,6 @@ def _leaf_types(tree) -> dict[str, tuple]:
         for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
         if hasattr(leaf, "shape")
     }
-
-
-def load_run_variables(workdir: str | Path, *, target=None, shardings=None,
-                       subdirectory: str = TRAIN_CHECKPOINTS_DIR) -> tuple[dict, dict]:
-    """``(variables, metadata)`` of the latest complete checkpoint in ``workdir/subdirectory`` of a training run
-    (``checkpoints``; ``best`` for the best one): ``params`` and ``batch_stats`` of its ``state`` item (the optimiser
-    state is never read) and ``model``, ``num_classes``, ``options``, ``step``, ``source`` from its saved config.
-    Reads only; ``target``/``shardings`` as in ``load_variables`` (a ``ModelMismatchError`` lists differences)."""
-    workdir = Path(workdir).resolve()
-    step_directory, metadata = _training_metadata(workdir, subdirectory)
-    item = step_directory / TRAIN_STATE_ITEM
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        saved = _saved_tree(checkpointer, item)
-    missing = [name for name in MODEL_COLLECTIONS if name not in saved]
-    if missing:
-        raise UnreadableFileError(item, f"the saved training state has no {' or '.join(missing)}")
-    saved = {name: saved[name] for name in MODEL_COLLECTIONS}
-    if target is None:
-        abstract = _abstract(saved)
-    else:
-        abstract = _abstract(target, shardings)
-        raise_on_mismatch(step_directory, saved, abstract)
-    return _restore_arrays(item, abstract), metadata
 
 
 def load_model(directory: str | Path, *, segmentation: bool = False, model_options: dict | None = None,
@@ -435,11 +430,10 @@ def _existing_checkpoint_directory(directory) -> Path:
 
 
 def _model_metadata(directory: Path) -> dict:
-    """The model description of a variables checkpoint or training run, without reading any weights."""
+    """The model description of a variables checkpoint or registered kind of directory, reading no weights."""
     directory = _existing_checkpoint_directory(directory)
-    if (directory / TRAIN_CHECKPOINTS_DIR).exists() and not (directory / VARIABLES_DIR).exists():
-        return _training_metadata(directory)[1]
-    return read_metadata(directory)
+    reader = _reader_for(directory)
+    return read_metadata(directory) if reader is None else reader.metadata(directory)
 
 
 def check_segmentation_model(module, source: str, name: str, num_classes: int) -> None:

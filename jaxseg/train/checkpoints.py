@@ -1,6 +1,6 @@
 """Training checkpoints with Orbax: state, data-iterator position and config; latest k plus the best.
 
-Layout of a work directory::
+The training directory layout lives here alone. Layout of a work directory::
 
     workdir/config.json           the run's config (also stored in every checkpoint)
     workdir/checkpoints/<step>/   state (params, batch_stats, opt_state, step), data iterator, config
@@ -11,6 +11,10 @@ mid-save resumes from the previous complete checkpoint; the temporary directorie
 are removed when the next run opens the directory for writing. Restoring takes an abstract state whose
 shardings may come from a different mesh than the one that saved it. ``restore_latest`` reads without
 creating or changing anything, so a run can check and restore its checkpoint before it writes.
+
+Importing this module (``jaxseg.train`` does) registers work directories with ``jaxseg.checkpoint``, so
+``checkpoint.load_variables`` / ``load_model`` (and evaluation and PAG through them) accept a run's directory:
+its latest step's ``params`` and ``batch_stats`` (``load_training_variables``).
 """
 
 from __future__ import annotations
@@ -18,13 +22,17 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-import jax
 import orbax.checkpoint as ocp
 
-from jaxseg.checkpoint import TRAIN_CHECKPOINTS_DIR, raise_on_mismatch
+from jaxseg import checkpoint
+from jaxseg.checkpoint import MODEL_COLLECTIONS, UnreadableFileError, raise_on_mismatch
 from jaxseg.config import model_options
 
+TRAIN_CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"
+STATE_ITEM = "state"
+CONFIG_ITEM = "config"
+DATA_ITEM = "data"
 
 
 class CheckpointWriteError(OSError):
@@ -87,9 +95,9 @@ class TrainingCheckpoints:
 
     @staticmethod
     def _save_args(state, data_iterator, config):
-        items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config.to_dict())}
+        items = {STATE_ITEM: ocp.args.StandardSave(state), CONFIG_ITEM: ocp.args.JsonSave(config.to_dict())}
         if data_iterator is not None:
-            items["data"] = _data_save(data_iterator)
+            items[DATA_ITEM] = _data_save(data_iterator)
         return ocp.args.Composite(**items)
 
     def save(self, step: int, state, data_iterator=None, config=None, force: bool = False) -> bool:
@@ -145,14 +153,14 @@ class TrainingCheckpoints:
 def _restore(manager, step: int, abstract_state, data_iterator):
     """Check the saved parameter names and shapes against ``abstract_state`` (a ``ValueError`` listing every
     difference), then restore the state and, if given, the iterator position."""
-    state_directory = Path(manager.directory) / str(step) / "state"
+    state_directory = Path(manager.directory) / str(step) / STATE_ITEM
     with ocp.StandardCheckpointer() as checkpointer:
         saved = checkpointer.metadata(state_directory)
     raise_on_mismatch(state_directory.parent, getattr(saved, "item_metadata", saved), abstract_state)
-    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    items = {STATE_ITEM: ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
-        items["data"] = _data_restore(data_iterator)
-    return manager.restore(step, args=ocp.args.Composite(**items))["state"]
+        items[DATA_ITEM] = _data_restore(data_iterator)
+    return manager.restore(step, args=ocp.args.Composite(**items))[STATE_ITEM]
 
 
 def _read_only_manager(directory: Path) -> ocp.CheckpointManager:
@@ -192,32 +200,63 @@ def restore_latest(workdir: str | Path, abstract_state, data_iterator=None) -> t
         manager.close()
 
 
-def load_training_variables(workdir: str | Path, target=None, shardings=None, best: bool = False) -> tuple[dict, dict]:
-    """``(variables, metadata)`` of a training run's latest (or best) checkpoint, for evaluation.
+def _training_metadata(workdir: Path, subdirectory: str = TRAIN_CHECKPOINTS_DIR) -> tuple[Path, dict]:
+    """``(step directory, metadata)`` of a training run's latest complete checkpoint in ``subdirectory``: model,
+    num_classes and options from its saved config, plus ``step`` and ``source``. Reads no weights, writes nothing."""
+    steps_directory = workdir / subdirectory
+    if not steps_directory.exists():
+        raise FileNotFoundError(f"no complete checkpoint in {steps_directory} (no such directory)")
+    try:
+        with checkpoint.quiet_orbax_warnings():
+            manager = ocp.CheckpointManager(steps_directory,
+                                            options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+        try:
+            step = manager.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"no complete checkpoint in {steps_directory} (was the run stopped before "
+                                        "its first save?)")
+            with checkpoint.quiet_orbax_warnings():
+                config = manager.restore(step, args=ocp.args.Composite(**{CONFIG_ITEM: ocp.args.JsonRestore()}))
+            config = config[CONFIG_ITEM]
+        finally:
+            manager.close()
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # Orbax raises many types for damaged files
+        raise checkpoint.damaged_error(steps_directory, error) from error
+    step_directory = steps_directory / str(step)
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict):
+        raise UnreadableFileError(step_directory / CONFIG_ITEM, "the saved config has no 'model' section")
+    metadata = checkpoint.check_metadata({"model": model.get("name"), "num_classes": model.get("num_classes"),
+                                          "options": model_options(model), "step": int(step), "source": str(workdir)},
+                                         step_directory / CONFIG_ITEM)
+    return step_directory, metadata
 
-    metadata holds ``model``, ``num_classes``, the model options and ``step``, read from the saved config.
+
+def training_metadata(workdir: str | Path) -> dict:
+    """``model``, ``num_classes``, ``options``, ``step`` and ``source`` of a run's latest checkpoint (no weights)."""
+    return _training_metadata(Path(workdir).resolve())[1]
+
+
+def load_training_variables(workdir: str | Path, target=None, shardings=None, best: bool = False) -> tuple[dict, dict]:
+    """``(variables, metadata)`` of a training run's latest (or, with ``best``, best) complete checkpoint.
+
+    variables: ``params`` and ``batch_stats`` of its state (the optimiser state is never read); NumPy arrays, or
+    on ``shardings`` (matching ``target``). A ``target`` of another structure raises ``ModelMismatchError``
+    listing the differences before anything is read. metadata: ``model``, ``num_classes``, the model
+    ``options``, ``step`` and ``source``, from the saved config. Reads only.
     """
     workdir = Path(workdir).resolve()
-    manager = ocp.CheckpointManager(workdir / (BEST_DIR if best else TRAIN_CHECKPOINTS_DIR))
-    try:
-        step = manager.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"no complete checkpoint in {manager.directory}")
-        config = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-        state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-    finally:
-        manager.close()
-    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    if target is not None:
-        raise_on_mismatch(workdir, variables, target)
-        if shardings is not None:
-            variables = jax.device_put(variables, shardings)
-    model = config["model"]
-    metadata = {
-        "model": model["name"],
-        "num_classes": model["num_classes"],
-        "options": model_options(model),
-        "step": int(step),
-        "source": str(workdir),
-    }
+    step_directory, metadata = _training_metadata(workdir, BEST_DIR if best else TRAIN_CHECKPOINTS_DIR)
+    variables, _ = checkpoint.restore_variables(step_directory / STATE_ITEM, target=target, shardings=shardings,
+                                                source=step_directory, collections=MODEL_COLLECTIONS)
     return variables, metadata
+
+
+def is_training_run(directory: Path) -> bool:
+    """Whether ``directory`` is a training work directory (it has ``checkpoints/``)."""
+    return (Path(directory) / TRAIN_CHECKPOINTS_DIR).exists()
+
+
+checkpoint.register_reader(checkpoint.DirectoryReader(is_training_run, training_metadata, load_training_variables))
