@@ -462,7 +462,11 @@ def compiled_eval_step(model, config):
 
 def evaluate_subset(eval_step, variables, config, mesh, key) -> dict:
     """Clean and robust aAcc/mIoU of ``eval_step`` (``compiled_eval_step``) on the first ``train.eval_examples``
-    validation images."""
+    validation images.
+
+    Not ``jaxseg.evaluate.evaluate``: this reuses the run's one compiled step (clean and APGD-CE confusion
+    matrices, keys ``fold_in(key, batch)``), while ``evaluate`` compiles its own attacks, draws other keys and
+    takes the worse of clean and attacked per image, so the robust numbers a run logs would change."""
     data_config = config.data
     host_batch = parallel.host_batch_size(int(config.evaluate.batch_size), mesh)
     totals: dict[str, np.ndarray] = {}
