@@ -75,6 +75,11 @@ def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_co
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
+def config_json(config: str, overrides: list[str] | tuple[str, ...] = ()) -> str:
+    """``jaxseg config``: the config ``config`` with ``overrides`` applied (``load_config``), as sorted JSON."""
+    return load_config(config, overrides).to_json_best_effort(indent=2, sort_keys=True)
+
+
 def _evaluate(node):
     """Literal values plus + - * / arithmetic (so ``4/255`` works); anything else raises ValueError."""
     if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:

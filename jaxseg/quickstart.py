@@ -33,6 +33,10 @@ from typing import Callable
 
 import numpy as np
 
+from jaxseg import arguments
+from jaxseg.errors import Stopped
+from jaxseg.progress import null_bar, training_progress
+
 DATASET = "synthetic_shapes"
 MODELS = (("clean", "synthetic"), ("pgd-at", "synthetic:pgd-at"))
 MODEL_TITLES = {"clean": "clean", "pgd-at": "PGD-AT"}
@@ -107,27 +111,8 @@ BUDGETS = {
 }
 
 
-class TrainingInterrupted(RuntimeError):
+class TrainingInterrupted(Stopped):
     """Training stopped early (SIGTERM); its last checkpoint is saved and a rerun resumes from it."""
-
-
-class _NullBar:
-    """The progress bar used when none is given: ignores everything."""
-
-    n = 0
-
-    def update(self, count: int = 1) -> None:
-        self.n += count
-
-    def set_postfix(self, values: dict | None = None, **kwargs) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _null_bar(description: str, total: int, unit: str) -> _NullBar:
-    return _NullBar()
 
 
 def get_budget(name: str) -> Budget:
@@ -227,7 +212,7 @@ def _training_summary(name: str, config, run_dir: Path, seconds: float | None, s
     }
 
 
-def train_model(name: str, config, run_dir: str | Path, make_bar: Callable = _null_bar,
+def train_model(name: str, config, run_dir: str | Path, make_bar: Callable = null_bar,
                 log: Callable[[str], None] = lambda text: None) -> dict:
     """Train ``config`` in ``run_dir`` unless its latest checkpoint is already at ``config.train.steps``.
 
@@ -255,14 +240,9 @@ def train_model(name: str, config, run_dir: str | Path, make_bar: Callable = _nu
     bar = make_bar(f"train {name}", total, "step")
     bar.update(step or 0)
 
-    def on_step(current: int, values: dict) -> None:
-        bar.update(current - bar.n)
-        bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()
-                         if k in ("loss", "pixel_accuracy", "images_per_second", "clean_mIoU")})
-
     started = time.perf_counter()
     try:
-        result = train(config, run_dir, on_step=on_step)
+        result = train(config, run_dir, on_step=training_progress(bar))
     finally:
         bar.close()
     seconds = time.perf_counter() - started
@@ -303,7 +283,7 @@ def evaluation_settings(budget: Budget, step: int) -> dict:
 
 
 def evaluate_model(name: str, run_dir: str | Path, out_dir: str | Path, budget: Budget, dataset: str,
-                   data_dir: str | Path, make_bar: Callable = _null_bar,
+                   data_dir: str | Path, make_bar: Callable = null_bar,
                    log: Callable[[str], None] = lambda text: None) -> tuple[dict, bool]:
     """SEA evaluation of one trained model; returns ``(results, cached)``.
 
@@ -314,7 +294,7 @@ def evaluate_model(name: str, run_dir: str | Path, out_dir: str | Path, budget: 
     """
     import jax
 
-    from jaxseg import data, evaluate
+    from jaxseg import adversarial_examples, data, evaluate
 
     out_dir = Path(out_dir)
     step = checkpoint_step(run_dir)
@@ -344,21 +324,10 @@ def evaluate_model(name: str, run_dir: str | Path, out_dir: str | Path, budget: 
                                     progress=bar.update)
     finally:
         bar.close()
-    first = next(iter(batches()))
-    valid = np.asarray(first["valid"], bool)
-    images, labels = np.asarray(first["image"], np.float32), np.asarray(first["label"], np.int32)
-    adversarial, statistics = evaluate.run_attack(
-        "sea", logits_fn, images, labels, jax.random.PRNGKey(1), eps=budget.example_radius / 255, norm="linf",
-        iterations=budget.sea_iterations, variables=variables, class_weights=weights.values)
-    adversarial, _ = evaluate.worst_adversarial(adversarial, statistics)
-    arrays = {
-        "images": images, "labels": labels, "adversarial": np.asarray(adversarial),
-        "clean_prediction": np.asarray(evaluate.predict(logits_fn, images, variables=variables)),
-        "adversarial_prediction": np.asarray(evaluate.predict(logits_fn, adversarial, variables=variables)),
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_dir / "adversarial_examples.npz", eps=budget.example_radius / 255,
-                        **{k: v[valid] for k, v in arrays.items()})
+    examples = adversarial_examples.attack_examples(
+        "sea", logits_fn, batches(), eps=budget.example_radius / 255, variables=variables,
+        iterations=budget.sea_iterations, class_weights=weights, key=jax.random.PRNGKey(1))
+    adversarial_examples.save_examples(out_dir / "adversarial_examples.npz", examples, eps=budget.example_radius / 255)
     results.update(model=str(run_dir), settings=settings)
     evaluate.write_results(results, out_dir)  # results.json last: its presence marks a finished evaluation
     return results, False
@@ -408,7 +377,7 @@ def _save_pag(out_dir: Path, kind: str, numbers: dict, arrays: dict) -> None:
 
 
 def generation_demo(run_dirs: dict, out_dir: str | Path, budget: Budget, dataset: str, data_dir,
-                    make_bar: Callable = _null_bar) -> tuple[dict, dict, bool]:
+                    make_bar: Callable = null_bar) -> tuple[dict, dict, bool]:
     """Class-conditional generation with each model (``jaxseg.pag.generate``): the targets are the label maps
     of the first ``budget.pag_examples`` validation images, the seeds are drawn from per-class Gaussians over
     4x4 blocks of ``budget.fit_images`` training images, L2 radius 40 rescaled from 224 px, step eps/40.
@@ -464,7 +433,7 @@ def generation_demo(run_dirs: dict, out_dir: str | Path, budget: Budget, dataset
 
 
 def inpainting_demo(run_dirs: dict, out_dir: str | Path, budget: Budget, dataset: str, data_dir,
-                    make_bar: Callable = _null_bar) -> tuple[dict, dict, bool]:
+                    make_bar: Callable = null_bar) -> tuple[dict, dict, bool]:
     """Inpainting with each model (``jaxseg.pag.inpaint``, penalty mode): a random square (3/8 of the side) of
     each of the first ``budget.pag_examples`` validation images is hidden and filled toward the true label map
     (L2 radius 21.6 rescaled from 224 px, step eps/60).
@@ -782,7 +751,8 @@ def _load_state(path: Path, budget: Budget) -> dict:
 
 
 def run_quickstart(workdir: str | Path, *, budget: str | Budget = "default", data_dir: str | Path | None = None,
-                   make_bar: Callable | None = None, log: Callable[[str], None] | None = None) -> dict:
+                   make_bar: Callable | None = None, log: Callable[[str], None] | None = None,
+                   compilation_cache: bool = True) -> dict:
     """Run (or resume) the whole quickstart in ``workdir``; returns the state written to ``quickstart.json``.
 
     Args:
@@ -793,16 +763,24 @@ def run_quickstart(workdir: str | Path, *, budget: str | Budget = "default", dat
       data_dir: where ``synthetic_shapes`` is prepared (default ``workdir/data``).
       make_bar: ``make_bar(description, total, unit)`` → object with ``update(n)``, ``set_postfix(dict)``,
         ``close()`` (e.g. ``tqdm``); log: called with one-line status messages.
+      compilation_cache: keep XLA compilations in ``workdir/.jax_cache`` (unless ``JAX_COMPILATION_CACHE_DIR``
+        is set), so that a rerun after an interruption skips the minutes of compilation it already paid for.
     Returns: ``{"budget", "machine", "stages": {stage: {"seconds", "status"}}, "training", "results", "pag",
       "total_seconds", "invocation_seconds", "report": [md, html]}``; ``status`` is "ran" or "cached".
     """
     started = time.perf_counter()
     budget = get_budget(budget) if isinstance(budget, str) else budget
-    make_bar = make_bar or _null_bar
+    make_bar = make_bar or null_bar
     log = log or (lambda text: None)
+    arguments.check_output_dir(workdir, "--workdir")
     workdir = Path(workdir).expanduser().resolve()
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"--workdir {workdir} exists and is not a directory")
+    if compilation_cache and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", str(workdir / ".jax_cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     workdir.mkdir(parents=True, exist_ok=True)
     state_path = workdir / STATE_FILE
     previous = _load_state(state_path, budget)
@@ -871,3 +849,23 @@ def run_quickstart(workdir: str | Path, *, budget: str | Budget = "default", dat
     state["machine"]["load_average_end"] = _machine()["load_average_start"]
     state_path.write_text(json.dumps(state, indent=2) + "\n")
     return state
+
+
+def run_quickstart_command(workdir: str | Path, *, budget: str = "default", data_dir: str | Path | None = None,
+                           compilation_cache: bool = True, make_bar: Callable | None = None,
+                           log: Callable[[str], None] | None = None) -> str:
+    """``jaxseg quickstart``: ``run_quickstart`` and its ``summary_text``."""
+    return summary_text(run_quickstart(workdir, budget=budget, data_dir=data_dir, make_bar=make_bar, log=log,
+                                       compilation_cache=compilation_cache))
+
+
+def summary_text(state: dict) -> str:
+    """``run_quickstart``'s result in a few lines: clean and SEA robust mIoU per model, times, report paths."""
+    lines = []
+    for name, results in state["results"].items():
+        rows = ", ".join(f"{row['eps_255']:g}/255: {100 * row['mIoU']:.1f}" for row in results["robust"])
+        lines.append(f"{name}: clean mIoU {100 * results['clean']['mIoU']:.1f}%; SEA robust mIoU (%) {rows}")
+    lines.append(f"stages took {state['total_seconds']:.0f} s in total; this invocation "
+                 f"{state['invocation_seconds']:.0f} s")
+    lines.append(f"wrote {state['report'][0]} and {state['report'][1]}")
+    return "\n".join(lines)

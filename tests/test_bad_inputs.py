@@ -482,10 +482,10 @@ def test_debug_flag_and_environment_show_the_traceback(files, tmp_path, capsys, 
 def test_unexpected_errors_still_raise(monkeypatch):
     """A bug (not a bad input) is not dressed up as a message: its traceback is shown and the exit code is 1."""
 
-    def broken(args):
+    def broken():
         raise KeyError("a bug")
 
-    monkeypatch.setattr(cli, "_run_models", broken)
+    monkeypatch.setattr(models, "list_models", broken)  # what `jaxseg models` calls
     with pytest.raises(KeyError):
         cli.main(["models"])
     assert cli.exit_code(KeyError("x")) is None and cli.exit_code(RuntimeError("x")) is None

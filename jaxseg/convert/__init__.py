@@ -142,3 +142,19 @@ def _detected_hint(state_dict, family: str) -> str:
 
 
 __all__ = ["FAMILIES", "convert_checkpoint", "convert_state_dict", "detect_family", "list_families"]
+
+
+def convert_to_directory(src: str | Path, out: str | Path, *, family: str | None = None, model: str | None = None,
+                         num_classes: int | None = None, normalize: bool | None = None) -> str:
+    """``jaxseg convert``: convert ``src`` (``convert_checkpoint``) and save it as a variables checkpoint in the new
+    or empty directory ``out`` (checked before anything is read); returns a one-line description."""
+    from jaxseg import arguments
+    from jaxseg.checkpoint import save_variables
+    from jaxseg.models import count_parameters
+
+    arguments.check_new_dir(out)
+    variables, metadata = convert_checkpoint(src, family=family, model=model, num_classes=num_classes,
+                                             normalize=normalize)
+    directory = save_variables(out, variables, metadata)
+    return (f"converted {src} ({metadata['family']}) to {metadata['model']} with {metadata['num_classes']} classes, "
+            f"{count_parameters(variables['params']):,} parameters, options {metadata['options']}: {directory}")

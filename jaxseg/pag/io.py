@@ -1,8 +1,7 @@
 """Files and models for the ``generate`` / ``inpaint`` / ``saliency`` commands: PNG inputs, the model from a
 checkpoint (or randomly initialised for smoke runs), PNG figure grids and JSON results. Nothing here prints.
 
-Only NumPy and Pillow are imported at module level (the CLI declares its arguments from ``MODEL_ARGUMENTS``
-without importing JAX); JAX, the models and matplotlib are imported where used.
+Only NumPy and Pillow are imported at module level; JAX, the models and matplotlib are imported where used.
 """
 
 from __future__ import annotations
@@ -15,16 +14,6 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
-
-MODEL_ARGUMENTS = (
-    (("--checkpoint",), dict(help="variables checkpoint or training workdir (jaxseg.checkpoint.load_variables)")),
-    (("--model",), dict(help="registered model name (with --random-init, for smoke runs)")),
-    (("--num-classes",), dict(type=int, help="number of classes K (with --model)")),
-    (("--random-init",), dict(action="store_true", help="use random weights instead of a checkpoint")),
-    (("--out",), dict(required=True, help="output directory for the PNG grid and the JSON of numbers")),
-    (("--seed",), dict(type=int, default=0, help="PRNG seed")),
-)
-
 
 def _open(path, what: str) -> Image.Image:
     """The decoded image at ``path``; ``FileNotFoundError`` or ``UnreadableFileError`` (a ``ValueError``) naming
