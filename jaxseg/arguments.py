@@ -46,12 +46,13 @@ def check_at_least(values: dict[str, int | None], low: int = 1) -> None:
             raise ValueError(f"{option} must be >= {low}; got {value}")
 
 
-def check_positive(values: dict[str, float | None], *, allow_zero: bool = False) -> None:
-    """``ValueError`` for the first given ``{option: value}`` that is not finite and > 0 (>= 0 with ``allow_zero``)."""
+def check_positive(values: dict[str, float | None], *, allow_zero: bool = False, scale: str = "") -> None:
+    """``ValueError`` for the first given ``{option: value}`` that is not finite and > 0 (>= 0 with ``allow_zero``);
+    ``scale`` (e.g. ``" on the [0, 1] image scale"``) follows the bound in the message."""
     for option, value in values.items():
         if value is not None and not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
             bound = ">= 0" if allow_zero else "> 0"
-            raise ValueError(f"{option} must be finite and {bound}; got {value}")
+            raise ValueError(f"{option} must be finite and {bound}{scale}; got {value}")
 
 
 def parse_compute_dtype(value: str | None, option: str = "--compute-dtype"):

@@ -20,18 +20,17 @@ from jaxseg.validation import valid_mask
 
 @dataclasses.dataclass(frozen=True)
 class AttackOptions:
-    """The checked threat model and attack settings: radii on the [0, 1] scale, step size (None: the attack's
-    default), compute dtype (None: float32)."""
+    """The parsed threat model and attack settings: radii on the [0, 1] scale, step size (None: the attack's
+    default)."""
 
     radii: list[float]
     step_size: float | None
-    compute_dtype: object
 
 
 def check_options(*, eps: str, step_size: str | None, norm: str, compute_dtype: str | None, out: str,
                   batch_size: int | None = None, iterations: int | None = None, num_examples: int | None = None,
                   num_classes: int | None = None, image_size: int | None = None) -> AttackOptions:
-    """``ValueError``/``OSError`` for the first bad option; the parsed radii, step size and dtype otherwise."""
+    """``ValueError``/``OSError`` for the first bad option; the parsed radii and step size otherwise."""
     from jaxseg.attacks import threat
 
     radii = arguments.parse_radii(eps)
@@ -40,9 +39,9 @@ def check_options(*, eps: str, step_size: str | None, norm: str, compute_dtype: 
     arguments.check_at_least({"--batch-size": batch_size, "--iterations": iterations,
                               "--num-examples": num_examples, "--num-classes": num_classes,
                               "--image-size": image_size})
-    dtype = arguments.parse_compute_dtype(compute_dtype)
+    arguments.parse_compute_dtype(compute_dtype)  # checked here; the attacks take the name
     arguments.check_output_dir(out)
-    return AttackOptions(radii, step, dtype)
+    return AttackOptions(radii, step)
 
 
 @dataclasses.dataclass

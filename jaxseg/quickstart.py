@@ -772,10 +772,8 @@ def run_quickstart(workdir: str | Path, *, budget: str | Budget = "default", dat
     budget = get_budget(budget) if isinstance(budget, str) else budget
     make_bar = make_bar or null_bar
     log = log or (lambda text: None)
-    arguments.check_output_dir(workdir, "--workdir")
+    arguments.check_output_dir(workdir, "--workdir")  # also refuses a file in the way
     workdir = Path(workdir).expanduser().resolve()
-    if workdir.exists() and not workdir.is_dir():
-        raise ValueError(f"--workdir {workdir} exists and is not a directory")
     if compilation_cache and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         import jax
 

@@ -23,17 +23,10 @@ def _check_common(out, num_classes, eps=None, step_size=None, norm=None, steps=N
     """The checks every PAG run shares: iteration count, radius and step size, ``norm='linf'`` needing ``eps``,
     the number of classes, the output directory."""
     arguments.check_at_least({"--steps": steps, "--num-classes": num_classes})
-    for option, value in (("--eps", eps), ("--step-size", step_size)):
-        if value is not None and not (np.isfinite(value) and value > 0):
-            raise ValueError(f"{option} must be finite and > 0 on the [0, 1] image scale; got {value}")
+    arguments.check_positive({"--eps": eps, "--step-size": step_size}, scale=" on the [0, 1] image scale")
     if norm == "linf" and eps is None:
         raise ValueError("--norm linf needs --eps (the default radius is defined for l2 only)")
     arguments.check_output_dir(out)
-
-
-def _open_model(checkpoint, model, num_classes, random_init, seed, image_size):
-    return io.load_model(checkpoint=checkpoint, model=model, num_classes=num_classes, random_init=random_init,
-                         image_size=image_size, seed=seed)
 
 
 def _seed_statistics(start: str, dataset: str | None, data_dir, fit_images: int, size: int, num_classes: int,
@@ -72,8 +65,9 @@ def run_generate(*, target: str, out: str, start: str = "noise", mean_colour=Non
         raise ValueError(f"--mean-colour must be three numbers in [0, 1]; got {mean_colour}")
     bar = make_bar("generate", 4, "stage")
     labels = io.read_label_png(target)
-    logits_fn, variables, description = _open_model(checkpoint, model, num_classes, random_init, seed,
-                                                    labels.shape[1:3])
+    logits_fn, variables, description = io.load_model(
+        checkpoint=checkpoint, model=model, num_classes=num_classes, random_init=random_init,
+        image_size=labels.shape[1:3], seed=seed)
     io.check_label_values(labels, description["num_classes"], target)
     bar.update()
     import jax
@@ -122,8 +116,9 @@ def run_inpaint(*, image: str, mask: str, label: str, out: str, mode: str = "pen
             raise ValueError(f"the {name} is {shape[0]}x{shape[1]} but the image is {pixels.shape[1]}x{pixels.shape[2]}")
     if not region.any():
         raise ValueError(f"{mask}: the mask selects no pixel (non-zero = fill)")
-    logits_fn, variables, description = _open_model(checkpoint, model, num_classes, random_init, seed,
-                                                    pixels.shape[1:3])
+    logits_fn, variables, description = io.load_model(
+        checkpoint=checkpoint, model=model, num_classes=num_classes, random_init=random_init,
+        image_size=pixels.shape[1:3], seed=seed)
     io.check_label_values(labels, description["num_classes"], label)
     bar.update()
     import jax
@@ -198,8 +193,9 @@ def run_saliency(*, image: str, out: str, class_index: int | None = None, label:
         if extra is not None and extra.shape[1:3] != pixels.shape[1:3]:
             raise ValueError(f"the {name} is {extra.shape[1]}x{extra.shape[2]} but the image is "
                              f"{pixels.shape[1]}x{pixels.shape[2]}")
-    logits_fn, variables, description = _open_model(checkpoint, model, num_classes, random_init, seed,
-                                                    pixels.shape[1:3])
+    logits_fn, variables, description = io.load_model(
+        checkpoint=checkpoint, model=model, num_classes=num_classes, random_init=random_init,
+        image_size=pixels.shape[1:3], seed=seed)
     if class_index is not None and class_index >= description["num_classes"]:
         raise ValueError(f"--class {class_index} is not a class of the model, which has "
                          f"{description['num_classes']} (0 to {description['num_classes'] - 1})")
