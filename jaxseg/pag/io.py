@@ -6,7 +6,6 @@ Only NumPy and Pillow are imported at module level; JAX, the models and matplotl
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from pathlib import Path
@@ -74,39 +73,25 @@ def write_image_png(path, image: np.ndarray) -> None:
 
 def load_model(*, checkpoint=None, model: str | None = None, num_classes: int | None = None,
                random_init: bool = False, image_size: tuple[int, int] = (32, 32), seed: int = 0):
-    """``(logits_fn, variables, description)``: the model of a checkpoint (``load_variables`` +
-    ``create_model(metadata['model'], metadata['num_classes'], **metadata['options'])``), or with
-    ``random_init`` the registered ``model`` with K = ``num_classes`` and random weights (initialised for
-    ``image_size`` (H, W)). ``logits_fn`` is a hashable ``(variables, images) -> logits``. The checkpoint's
-    parameter names and shapes are checked against the model first (``jaxseg.checkpoint.load_model``); image
-    classifiers are refused."""
+    """``(logits_fn, variables, description)`` for the PAG commands: ``--checkpoint DIR`` or ``--random-init``
+    with ``--model NAME --num-classes K`` (random weights initialised for ``image_size`` (H, W)), opened with
+    ``jaxseg.checkpoint.load_model`` / ``open_model`` (parameter names and shapes checked; image classifiers
+    refused).
+    ``logits_fn`` is a hashable ``(variables, images) -> logits``."""
     from jaxseg.attacks import ModelLogits
-    from jaxseg.models import create_model
+    from jaxseg.checkpoint import load_model as load_checkpoint_model, open_model
 
     if (checkpoint is None) == (not random_init):
         raise ValueError("give either --checkpoint DIR or --random-init with --model NAME --num-classes K")
-    from jaxseg.checkpoint import check_segmentation_model, load_model as load_checkpoint_model
-
     if checkpoint is not None:
         network, variables, metadata = load_checkpoint_model(checkpoint, segmentation=True)
         return ModelLogits(network), variables, {"model": metadata["model"], "num_classes": int(metadata["num_classes"]),
                                                  "checkpoint": str(checkpoint)}
     if model is None or num_classes is None:
         raise ValueError("--random-init needs --model NAME and --num-classes K")
-    network = create_model(model, int(num_classes))
-    check_segmentation_model(network, "--model", model, int(num_classes))
-    variables = _random_variables(model, int(num_classes), tuple(int(s) for s in image_size), int(seed))
+    network, variables, metadata = open_model(model, random_init=True, num_classes=num_classes, seed=seed,
+                                              image_size=tuple(int(s) for s in image_size))
     return ModelLogits(network), variables, {"model": model, "num_classes": int(num_classes), "random_init": True}
-
-
-@functools.lru_cache(maxsize=4)
-def _random_variables(model: str, num_classes: int, image_size: tuple[int, int], seed: int) -> dict:
-    """Random weights, cached per process so repeated smoke runs of one model initialise it once."""
-    import jax
-
-    from jaxseg.models import create_model, init_variables
-
-    return init_variables(create_model(model, num_classes), jax.random.key(seed), (1, *image_size, 3))
 
 
 def save_grid(path, panels: Sequence[tuple[str, np.ndarray]], num_classes: int) -> None:
