@@ -446,3 +446,54 @@ def check_segmentation_model(module, source: str, name: str, num_classes: int) -
             "this command needs a segmentation model with per-pixel predictions, e.g. upernet_convnext_* "
             "(a classifier initialises one through train.init_from)"
         )
+
+
+def open_model(source: str | Path, *, random_init: bool = False, num_classes: int | None = None,
+               image_size: int | tuple[int, int] = 64, seed: int = 0, model_options: dict | None = None,
+               segmentation: bool = True, option: str = "--model"):
+    """``(module, variables, metadata)`` from a checkpoint directory or, with ``random_init``, a registry name.
+
+    The one way every command opens a model. A directory (variables checkpoint or training run) goes through
+    ``load_model`` (parameter names and shapes checked before any weight is read; ``num_classes`` is then
+    ignored). A registered name needs ``random_init=True`` and ``num_classes``: the model gets random weights
+    initialised for ``image_size`` (side or (H, W)) from ``seed`` (cached per process, so repeated smoke runs
+    initialise once) and ``metadata`` ``{"model", "num_classes", "options", "random_init": True}``.
+    ``segmentation`` refuses image classifiers. Errors name ``option`` (the flag the value came from):
+    ``FileNotFoundError`` for a missing directory, ``ValueError`` otherwise.
+    """
+    from jaxseg import models
+
+    path = Path(source)
+    if path.is_dir():
+        return load_model(path, segmentation=segmentation, model_options=model_options)
+    if path.exists():
+        raise ValueError(f"{option} {source} is a file; give a checkpoint directory (jaxseg convert, jaxseg train) "
+                         "or a registered model name with --random-init")
+    name = str(source)
+    if name not in models.list_models():
+        if "/" in name or "\\" in name:
+            raise FileNotFoundError(f"checkpoint directory {name} does not exist")
+        raise ValueError(f"{option} {name!r} is neither a checkpoint directory nor a registered model "
+                         f"({', '.join(models.list_models())})")
+    if not random_init:
+        raise ValueError(f"model {name!r} has no weights: pass a checkpoint directory, or --random-init for a smoke run")
+    if num_classes is None:
+        raise ValueError("a randomly initialised model needs the number of classes (--num-classes)")
+    options = dict(model_options or {})
+    module = models.create_model(name, int(num_classes), **options)
+    if segmentation:
+        check_segmentation_model(module, option, name, int(num_classes))
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+    variables = _random_variables(name, int(num_classes), json.dumps(options, sort_keys=True, default=_json_default),
+                                  size, int(seed))
+    return module, variables, {"model": name, "num_classes": int(num_classes), "options": options,
+                               "random_init": True}
+
+
+@functools.lru_cache(maxsize=4)
+def _random_variables(name: str, num_classes: int, options_json: str, image_size: tuple[int, int], seed: int) -> dict:
+    """Random weights of a registered model for (1, H, W, 3) inputs (cached per process)."""
+    from jaxseg import models
+
+    module = models.create_model(name, num_classes, **json.loads(options_json))
+    return models.init_variables(module, jax.random.PRNGKey(seed), (1, *image_size, 3))

@@ -11,6 +11,7 @@ Nothing here prints; pass ``progress`` to observe it. ``write_results`` stores `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -20,66 +21,109 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import attacks, metrics
-from jaxseg.attacks import common
 from jaxseg.attacks.sea import SEA_LOSSES, stack_statistics, worst_case
-from jaxseg.validation import validate_images
+from jaxseg.validation import DEFAULT_IGNORE_INDEX, validate_images
 
-ATTACKS = ("sea", "apgd", "pgd", "segpgd", "cospgd", "padam")
 SCORE_KEYS = ("aAcc", "aAcc_per_image", "mIoU", "mAcc")
-DEFAULT_ITERATIONS = {"sea": 300, "apgd": 100, "pgd": 100, "segpgd": 100, "cospgd": 100, "padam": 200}
 PADAM_COMPONENT_LOSSES = ("ce", "cos")
+
+
+def _stacked(results):
+    """Per-component ``AttackResult``s → ((A, B, H, W, 3) images, (A, B, ...) statistics)."""
+    return jnp.stack([r.adversarial for r in results]), stack_statistics([r.statistics for r in results])
+
+
+def _run_sea(logits_fn, images, labels, key, *, step_size, class_weights, **shared):
+    del step_size  # APGD sets its own step sizes
+    result = attacks.sea_attack(logits_fn, images, labels, key, class_weights=class_weights, **shared)
+    return result.adversarial, result.statistics
+
+
+def _run_apgd(logits_fn, images, labels, key, *, step_size, class_weights, **shared):
+    del step_size, class_weights
+    return _stacked([attacks.apgd(logits_fn, images, labels, key, loss="ce", **shared)])
+
+
+def _run_padam(logits_fn, images, labels, key, *, step_size, class_weights, **shared):
+    del step_size, class_weights
+    keys = jax.random.split(key, len(PADAM_COMPONENT_LOSSES))
+    return _stacked([attacks.padam(logits_fn, images, labels, k, loss=name, **shared)
+                     for name, k in zip(PADAM_COMPONENT_LOSSES, keys)])
+
+
+def _pgd_family(function):
+    """A runner for a PGD-family attack: each keeps its paper's defaults (step size, which iterate is kept)
+    unless ``step_size`` is given."""
+
+    def run(logits_fn, images, labels, key, *, step_size, class_weights, **shared):
+        del class_weights
+        return _stacked([function(logits_fn, images, labels, key, step_size=step_size, **shared)])
+
+    return run
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSpec:
+    """One entry of the attack table.
+
+    components: names of the runs that make up the attack (the first starts the worst-case mIoU search).
+    default_iterations: per component run, the published setting.
+    run: ``(logits_fn, images, labels, key, *, step_size, class_weights, eps, norm, iterations, variables,
+      compute_dtype, ignore_index)`` → ((A, B, H, W, 3) adversarial images, ``PerImageStatistics`` with (A, B)
+      / (A, B, K) arrays), A = ``len(components)``.
+    """
+
+    components: tuple[str, ...]
+    default_iterations: int
+    run: Callable
+
+
+ATTACK_TABLE = {
+    "sea": AttackSpec(tuple(f"apgd-{name}" for name in SEA_LOSSES), 300, _run_sea),
+    "apgd": AttackSpec(("apgd-ce",), 100, _run_apgd),
+    "pgd": AttackSpec(("pgd-ce",), 100, _pgd_family(attacks.pgd)),
+    "segpgd": AttackSpec(("segpgd",), 100, _pgd_family(attacks.segpgd)),
+    "cospgd": AttackSpec(("cospgd",), 100, _pgd_family(attacks.cospgd)),
+    "padam": AttackSpec(tuple(f"padam-{name}" for name in PADAM_COMPONENT_LOSSES), 200, _run_padam),
+}
+ATTACKS = tuple(ATTACK_TABLE)
+DEFAULT_ITERATIONS = {name: spec.default_iterations for name, spec in ATTACK_TABLE.items()}
+
+
+def attack_spec(attack: str) -> AttackSpec:
+    """The table entry of ``attack``; ``ValueError`` listing the available attacks for an unknown name."""
+    if attack not in ATTACK_TABLE:
+        raise ValueError(f"unknown attack {attack!r}; available attacks: {', '.join(ATTACKS)}")
+    return ATTACK_TABLE[attack]
 
 
 def attack_components(attack: str) -> tuple[str, ...]:
     """Names of the runs that make up ``attack`` (the first is the start of the worst-case mIoU search)."""
-    check_attack(attack)
-    if attack == "sea":
-        return tuple(f"apgd-{name}" for name in SEA_LOSSES)
-    if attack == "padam":
-        return tuple(f"padam-{name}" for name in PADAM_COMPONENT_LOSSES)
-    return {"apgd": ("apgd-ce",), "pgd": ("pgd-ce",), "segpgd": ("segpgd",), "cospgd": ("cospgd",)}[attack]
-
-
-def check_attack(attack: str) -> None:
-    if attack not in ATTACKS:
-        raise ValueError(f"unknown attack {attack!r}; available attacks: {', '.join(ATTACKS)}")
+    return attack_spec(attack).components
 
 
 def run_attack(attack: str, logits_fn, images, labels, key, *, eps: float, norm: str, iterations: int,
                variables=None, step_size=None, class_weights=None, compute_dtype=None,
-               ignore_index: int | None = metrics.DEFAULT_IGNORE_INDEX):
+               ignore_index: int | None = DEFAULT_IGNORE_INDEX):
     """Run every component of ``attack`` on one batch.
 
     Returns ``(adversarial, statistics)``: (A, B, H, W, 3) images and ``PerImageStatistics`` with (A, B) /
     (A, B, K) arrays, A = ``len(attack_components(attack))``.
     """
-    check_attack(attack)
-    shared = dict(eps=eps, norm=norm, iterations=iterations, variables=variables, compute_dtype=compute_dtype,
-                  ignore_index=ignore_index)
-    if attack == "sea":
-        result = attacks.sea_attack(logits_fn, images, labels, key, class_weights=class_weights, **shared)
-        return result.adversarial, result.statistics
-    if attack == "apgd":
-        results = [attacks.apgd(logits_fn, images, labels, key, loss="ce", **shared)]
-    elif attack == "padam":
-        keys = jax.random.split(key, len(PADAM_COMPONENT_LOSSES))
-        results = [attacks.padam(logits_fn, images, labels, k, loss=name, **shared)
-                   for name, k in zip(PADAM_COMPONENT_LOSSES, keys)]
-    else:  # each with its paper's defaults (step size, which iterate is kept) unless step_size is given
-        function = {"pgd": attacks.pgd, "segpgd": attacks.segpgd, "cospgd": attacks.cospgd}[attack]
-        results = [function(logits_fn, images, labels, key, step_size=step_size, **shared)]
-    return jnp.stack([r.adversarial for r in results]), stack_statistics([r.statistics for r in results])
+    return attack_spec(attack).run(logits_fn, images, labels, key, step_size=step_size, class_weights=class_weights,
+                                   eps=eps, norm=norm, iterations=iterations, variables=variables,
+                                   compute_dtype=compute_dtype, ignore_index=ignore_index)
 
 
 def worst_adversarial(adversarial: jax.Array, statistics: metrics.PerImageStatistics):
     """Per image the component with the lowest pixel accuracy: ((B, H, W, 3) images, (B,) component index)."""
-    accuracy = statistics.correct / jnp.maximum(statistics.labelled, 1)  # (A, B)
+    accuracy = metrics.accuracy_from_counts(statistics.correct, statistics.labelled, empty=0.0)  # (A, B)
     choice = jnp.argmin(accuracy, axis=0)
     return jnp.take_along_axis(adversarial, choice[None, :, None, None, None], axis=0)[0], choice
 
 
 def _predict_core(variables, images, *, logits_fn, compute_dtype):
-    logits = common.make_forward(logits_fn, variables, compute_dtype)(images.astype(jnp.float32))
+    logits = attacks.make_forward(logits_fn, variables, compute_dtype)(images.astype(jnp.float32))
     return jnp.argmax(logits, -1).astype(jnp.int32)
 
 
@@ -88,11 +132,11 @@ _predict_jit = jax.jit(_predict_core, static_argnames=("logits_fn", "compute_dty
 
 def predict(logits_fn, images, *, variables=None, compute_dtype=None) -> jax.Array:
     """(B, H, W) int32 predicted classes for images (B, H, W, 3) (one compiled forward pass per shape)."""
-    return _predict_jit(variables, images, logits_fn=logits_fn, compute_dtype=common.normalise_dtype(compute_dtype))
+    return _predict_jit(variables, images, logits_fn=logits_fn, compute_dtype=attacks.normalise_dtype(compute_dtype))
 
 
 def clean_statistics(logits_fn, images, labels, num_classes: int, *, variables=None, compute_dtype=None,
-                     ignore_index: int | None = metrics.DEFAULT_IGNORE_INDEX) -> metrics.PerImageStatistics:
+                     ignore_index: int | None = DEFAULT_IGNORE_INDEX) -> metrics.PerImageStatistics:
     """Per-image statistics of the model's prediction on ``images``."""
     prediction = predict(logits_fn, images, variables=variables, compute_dtype=compute_dtype)
     return metrics.per_image_statistics(prediction, labels, num_classes, ignore_index)
@@ -115,7 +159,7 @@ def _scores(statistics: metrics.PerImageStatistics) -> dict:
 def evaluate(logits_fn: Callable, batches: Iterable[dict], *, variables=None, attack: str = "sea",
              eps: Sequence[float] = (4 / 255,), norm: str = "linf", iterations: int | None = None,
              step_size: float | None = None, seed: int = 0, class_weights=None, compute_dtype=None,
-             ignore_index: int | None = metrics.DEFAULT_IGNORE_INDEX, mesh=None, data_description: dict | None = None,
+             ignore_index: int | None = DEFAULT_IGNORE_INDEX, mesh=None, data_description: dict | None = None,
              clean_in_worst_case: bool = True, progress: Callable[[int], None] | None = None) -> dict:
     """Clean and robust aAcc/mIoU/mAcc of a model over ``batches``, for each radius in ``eps``.
 
@@ -144,7 +188,7 @@ def evaluate(logits_fn: Callable, batches: Iterable[dict], *, variables=None, at
       (fractions). A robust row's ``mIoU`` is the reference code's worst-case search (comparable with
       published SEA tables), ``mIoU_greedy`` jaxseg's stronger search (see ``jaxseg.attacks.sea.worst_case``).
     """
-    check_attack(attack)
+    attack_spec(attack)
     radii = [float(e) for e in eps]
     if not radii or any(not np.isfinite(e) or e < 0 for e in radii):
         raise ValueError(f"eps must be a non-empty list of finite radii >= 0; got {list(eps)}")
@@ -203,8 +247,8 @@ def _no_better_than_clean(stacked: metrics.PerImageStatistics, clean: metrics.Pe
 
     stacked: (A, N, ...) NumPy statistics of the attacks; clean: (N, ...). Returns (statistics, kept count).
     """
-    attacked_accuracy = stacked.correct / np.maximum(stacked.labelled, 1)
-    clean_accuracy = clean.correct / np.maximum(clean.labelled, 1)
+    attacked_accuracy = np.asarray(metrics.accuracy_from_counts(stacked.correct, stacked.labelled, empty=0.0))
+    clean_accuracy = np.asarray(metrics.accuracy_from_counts(clean.correct, clean.labelled, empty=0.0))
     keep_clean = clean_accuracy[None] < attacked_accuracy  # (A, N)
     merged = [np.where(keep_clean.reshape(keep_clean.shape + (1,) * (a.ndim - 2)), c[None], a)
               for a, c in zip(stacked, clean)]
@@ -344,47 +388,9 @@ def load_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
                          f"got {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{path}: labels must be integer class indices (255 = ignored); got dtype {labels.dtype}")
-    bad = np.unique(labels[(labels < 0) | (labels > metrics.DEFAULT_IGNORE_INDEX)])
+    bad = np.unique(labels[(labels < 0) | (labels > DEFAULT_IGNORE_INDEX)])
     if bad.size:
         raise ValueError(f"{path}: labels must be class indices >= 0 (255 = ignored); found {bad[:10].tolist()}")
-    if np.all(labels == metrics.DEFAULT_IGNORE_INDEX):
+    if np.all(labels == DEFAULT_IGNORE_INDEX):
         raise ValueError(f"{path}: every label is 255 (ignored); there is nothing to score")
     return images, labels
-
-
-def load_model(model: str, *, num_classes: int | None = None, random_init: bool = False, image_size: int = 64,
-               seed: int = 0, model_options: dict | None = None):
-    """``(module, variables, num_classes)`` from a checkpoint directory or, with ``random_init``, a registry name.
-
-    A directory (variables checkpoint or training run) is read with ``jaxseg.checkpoint.load_model``: its
-    metadata names the model, whose parameter names and shapes are checked against the saved ones before any
-    weight is read; only the model variables are read. ``num_classes`` is then ignored. A registry name needs
-    ``random_init=True`` and ``num_classes`` (smoke runs with untrained weights). Image classifiers are refused
-    (their (B, K) logits cannot be scored per pixel).
-
-    Raises ``FileNotFoundError`` / ``ValueError`` (``jaxseg.checkpoint.UnreadableFileError`` for damaged files)
-    naming the checkpoint and the problem.
-    """
-    from jaxseg import models
-    from jaxseg.checkpoint import check_segmentation_model, load_model as load_checkpoint_model
-
-    path = Path(model)
-    if path.is_dir():
-        module, variables, metadata = load_checkpoint_model(path, segmentation=True, model_options=model_options)
-        return module, variables, int(metadata["num_classes"])
-    if path.exists():
-        raise ValueError(f"--model {model} is a file; give a checkpoint directory (jaxseg convert, jaxseg train) or a "
-                         "registered model name with --random-init")
-    if model not in models.list_models():
-        if "/" in model or "\\" in model:
-            raise FileNotFoundError(f"checkpoint directory {model} does not exist")
-        raise ValueError(f"--model {model!r} is neither a checkpoint directory nor a registered model "
-                         f"({', '.join(models.list_models())})")
-    if not random_init:
-        raise ValueError(f"model {model!r} has no weights: pass a checkpoint directory, or --random-init for a smoke run")
-    if num_classes is None:
-        raise ValueError("a randomly initialised model needs the number of classes")
-    module = models.create_model(model, int(num_classes), **(model_options or {}))
-    check_segmentation_model(module, "--model", model, int(num_classes))
-    variables = models.init_variables(module, jax.random.PRNGKey(seed), (1, image_size, image_size, 3))
-    return module, variables, int(num_classes)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 import jaxseg.train  # noqa: F401  (registers training work directories with jaxseg.checkpoint)
-from jaxseg import adversarial_examples, arguments, attacks, data, evaluate
+from jaxseg import adversarial_examples, arguments, attacks, checkpoint, data, evaluate
 from jaxseg.progress import MakeBar, null_bar
 from jaxseg.validation import valid_mask
 
@@ -73,8 +73,9 @@ def _open_arrays(path: str, model: str, *, num_classes, random_init, class_weigh
     weights = None
     if random_init:  # the model will have `classes` classes: a bad weights file fails before it is built
         weights = data.resolve_class_weights(class_weights, classes, labels=labels)
-    module, variables, model_classes = evaluate.load_model(model, num_classes=classes, random_init=random_init,
-                                                           image_size=images.shape[1], seed=seed)
+    module, variables, metadata = checkpoint.open_model(model, num_classes=classes, random_init=random_init,
+                                                        image_size=images.shape[1:3], seed=seed)
+    model_classes = int(metadata["num_classes"])
     if model_classes < needed:
         raise ValueError(f"{path}: labels go up to {needed - 1} but the model {model} predicts "
                          f"{model_classes} classes (0 to {model_classes - 1}; 255 = ignored)")
@@ -91,8 +92,9 @@ def _open_dataset(dataset: str, model: str, *, split, data_dir, protocol, image_
                   random_init, class_weights, batch_size, num_examples, seed) -> EvaluationInputs:
     classes = num_classes or data.dataset_info(dataset).num_classes
     protocol, image_size = data.default_eval_view(dataset, attack, protocol, image_size)
-    module, variables, model_classes = evaluate.load_model(model, num_classes=classes, random_init=random_init,
-                                                           image_size=image_size, seed=seed)
+    module, variables, metadata = checkpoint.open_model(model, num_classes=classes, random_init=random_init,
+                                                        image_size=image_size, seed=seed)
+    model_classes = int(metadata["num_classes"])
     if model_classes != classes:
         raise ValueError(f"the model {model} has {model_classes} classes but dataset {dataset} has "
                          f"{classes}" + (" (--num-classes)" if num_classes else ""))

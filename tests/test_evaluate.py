@@ -147,3 +147,45 @@ def test_robust_scores_are_never_above_clean_ones():
     row = results["robust"][0]
     assert row["aAcc"] == 0 and row["components"]["pgd-ce"]["aAcc"] == 0 and row["clean_kept"] == 2
     assert results["clean_in_worst_case"] and "clean kept in 2" in evaluate.results_markdown(results)
+
+
+def test_open_model_builds_random_models_and_reads_checkpoints(tmp_path):
+    from jaxseg import checkpoint
+
+    module, variables, metadata = checkpoint.open_model("upernet_convnext_atto", random_init=True, num_classes=3,
+                                                        image_size=(32, 64), seed=1)
+    assert metadata == {"model": "upernet_convnext_atto", "num_classes": 3, "options": {}, "random_init": True}
+    logits = module.apply(variables, np.zeros((1, 32, 64, 3), np.float32), train=False)
+    assert logits.shape == (1, 32, 64, 3)
+    again = checkpoint.open_model("upernet_convnext_atto", random_init=True, num_classes=3, image_size=(32, 64), seed=1)[1]
+    assert again is variables  # one initialisation per process
+    other = checkpoint.open_model("upernet_convnext_atto", random_init=True, num_classes=3, image_size=(32, 64), seed=2)[1]
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(other), jax.tree.leaves(variables)))
+
+    saved = checkpoint.save_variables(tmp_path / "ckpt", variables, {"model": "upernet_convnext_atto", "num_classes": 3})
+    loaded_module, loaded, loaded_metadata = checkpoint.open_model(saved, num_classes=99)  # K from the checkpoint
+    assert loaded_metadata["num_classes"] == 3 and type(loaded_module) is type(module)
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(variables)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("source, kwargs, error, text", [
+    ("upernet_convnext_atto", {}, ValueError, "has no weights"),
+    ("upernet_convnext_atto", {"random_init": True}, ValueError, "needs the number of classes"),
+    ("no_such_model", {"random_init": True, "num_classes": 3}, ValueError, "neither a checkpoint directory"),
+    ("missing/dir", {}, FileNotFoundError, "does not exist"),
+])
+def test_open_model_names_the_problem(source, kwargs, error, text):
+    from jaxseg import checkpoint
+
+    with pytest.raises(error, match=text):
+        checkpoint.open_model(source, option="--model", **kwargs)
+
+
+def test_open_model_refuses_a_file(tmp_path):
+    from jaxseg import checkpoint
+
+    path = tmp_path / "weights.npz"
+    path.write_bytes(b"x")
+    with pytest.raises(ValueError, match="--checkpoint .* is a file"):
+        checkpoint.open_model(path, option="--checkpoint")

@@ -1,5 +1,5 @@
-"""Pieces shared by the perceptually-aligned-gradient tools: input checks, the model closure, the default radii
-and the projected-descent loop that generation and inpainting run.
+"""Pieces shared by the perceptually-aligned-gradient tools: input checks, the default radii, the
+projected-descent loop that generation and inpainting run, and their per-image objective.
 
 Calling convention (as for the attacks): ``logits_fn`` maps images (B, H, W, 3) in [0, 1] to logits
 (B, H, W, K); pass ``variables=...`` together with a pure ``(variables, images) -> logits`` function (e.g.
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg import attacks, metrics
+from jaxseg import attacks
 from jaxseg.attacks import make_forward, threat
 from jaxseg.validation import is_traced, validate_images, validate_labels
 
@@ -34,14 +34,9 @@ class DescentResult(NamedTuple):
     history: jax.Array
 
 
-def forward_function(logits_fn: Callable, variables) -> Callable[[jax.Array], jax.Array]:
-    """images float32 (B, H, W, 3) → float32 logits (B, H, W, K) of ``logits_fn`` (with ``variables`` if given)."""
-    return make_forward(logits_fn, variables, None)
-
-
 def num_classes_of(logits_fn: Callable, variables, images) -> int:
     """K of the model's output for ``images``, from an abstract evaluation (no computation)."""
-    shape = jax.eval_shape(lambda v, x: forward_function(logits_fn, v)(x), variables,
+    shape = jax.eval_shape(lambda v, x: make_forward(logits_fn, v, None)(x), variables,
                            jax.ShapeDtypeStruct(images.shape, jnp.float32)).shape
     if len(shape) != 4 or tuple(shape[:3]) != tuple(images.shape[:3]):
         raise ValueError(f"logits_fn must map images {tuple(images.shape)} to logits (B, H, W, K); got {shape}")
@@ -138,14 +133,9 @@ def descend(objective: Callable[[jax.Array], jax.Array], start: jax.Array, cente
     return DescentResult(jnp.where(better[:, None, None, None], x, best_x), jnp.where(better, final, best_value), history)
 
 
-def pixel_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index) -> jax.Array:
+def image_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index) -> jax.Array:
     """(B,) the objective of generation and inpainting: ``attacks.pixel_cross_entropy`` of logits (B, H, W, K)
     toward labels (B, H, W) averaged over all H*W pixels (ignored and out-of-range labels count 0 but stay in
     the denominator, as in docs/algorithms.md#losses)."""
     return jnp.mean(attacks.pixel_cross_entropy(logits, labels, ignore_index), axis=(1, 2))
 
-
-def match_fraction(prediction: jax.Array, labels: jax.Array, ignore_index) -> jax.Array:
-    """(B,) ``metrics.pixel_accuracy`` of ``prediction`` (B, H, W) w.r.t. ``labels`` (B, H, W): the fraction of
-    pixels not labelled ``ignore_index`` where they agree (1.0 for an image with none)."""
-    return metrics.pixel_accuracy(prediction, labels, None, ignore_index)

@@ -27,7 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.pag import common
-from jaxseg.validation import DEFAULT_IGNORE_INDEX
+from jaxseg.attacks import make_forward
+from jaxseg.metrics import pixel_accuracy
+from jaxseg.validation import DEFAULT_IGNORE_INDEX, valid_mask
 
 SEED_KINDS = ("class-gaussian", "mean", "noise")
 GENERATION_EPS = 40.0  # Santurkar et al.: L2 radius at 224x224, 60 steps of size 1
@@ -120,14 +122,14 @@ def sample_class_gaussian_seed(key: jax.Array, gaussians: ClassGaussians, target
     target = np.asarray(target)
     common.check_label_map(target, target.shape, num_classes, ignore_index, name="target")
     fitted = gaussians.counts >= 2
-    used = np.unique(target[(target >= 0) & (target < num_classes)])
+    valid = valid_mask(target, num_classes, None)  # in range; ignored pixels get the average below
+    used = np.unique(target[valid])
     missing = [int(k) for k in used if not fitted[k]]
     if missing:
         raise ValueError(f"target uses class(es) {missing} that had fewer than 2 pure {gaussians.block}x"
                          f"{gaussians.block} blocks in the fitting data; fit on more images or a smaller downsample")
     per_class = _sample_blocks(key, jnp.asarray(gaussians.mean), jnp.asarray(gaussians.covariance), jnp.asarray(target),
                               d=gaussians.block)
-    valid = (target >= 0) & (target < num_classes)
     chosen = jnp.take_along_axis(per_class, jnp.asarray(np.where(valid, target, 0))[..., None, None], axis=3)[..., 0, :]
     weights = jnp.asarray(fitted, jnp.float32)[:, None]
     average = jnp.sum(per_class * weights, axis=3) / jnp.maximum(jnp.sum(weights), 1.0)
@@ -159,14 +161,14 @@ def make_seed(kind: str, key: jax.Array, target, *, gaussians: ClassGaussians | 
 
 
 def _generate_core(variables, target, seeds, eps, step_size, *, logits_fn, iterations: int, norm: str, ignore_index):
-    forward = common.forward_function(logits_fn, variables)
+    forward = make_forward(logits_fn, variables, None)
 
     def objective(x):
-        return common.pixel_cross_entropy(forward(x), target, ignore_index)
+        return common.image_cross_entropy(forward(x), target, ignore_index)
 
     result = common.descend(objective, seeds, seeds, eps, step_size, None, iterations=iterations, norm=norm)
     prediction = jnp.argmax(forward(result.images), -1).astype(jnp.int32)
-    accuracy = common.match_fraction(prediction, target, ignore_index)
+    accuracy = pixel_accuracy(prediction, target, None, ignore_index)
     return GenerationResult(result.images, prediction, accuracy, result.objective, result.history)
 
 

@@ -20,6 +20,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxseg.attacks import make_forward
+from jaxseg.metrics import pixel_accuracy
 from jaxseg.pag import common
 from jaxseg.validation import DEFAULT_IGNORE_INDEX
 
@@ -52,12 +54,12 @@ def corrupt(images: jax.Array, mask: jax.Array) -> jax.Array:
 
 def _inpaint_core(variables, images, mask, labels, eps, step_size, anchor_weight, *, logits_fn, iterations: int,
                   norm: str, mode: str, ignore_index):
-    forward = common.forward_function(logits_fn, variables)
+    forward = make_forward(logits_fn, variables, None)
     corrupted = corrupt(images, mask)
     visible = (~mask)[..., None].astype(jnp.float32)
 
     def objective(x):
-        value = common.pixel_cross_entropy(forward(x), labels, ignore_index)
+        value = common.image_cross_entropy(forward(x), labels, ignore_index)
         if mode == "penalty":
             value = value + anchor_weight * jnp.mean(jnp.square((x - corrupted) * visible), axis=(1, 2, 3))
         return value
@@ -65,7 +67,7 @@ def _inpaint_core(variables, images, mask, labels, eps, step_size, anchor_weight
     region = mask if mode == "hard" else None
     result = common.descend(objective, corrupted, corrupted, eps, step_size, region, iterations=iterations, norm=norm)
     prediction = jnp.argmax(forward(result.images), -1).astype(jnp.int32)
-    accuracy = common.match_fraction(prediction, labels, ignore_index)
+    accuracy = pixel_accuracy(prediction, labels, None, ignore_index)
     return InpaintResult(result.images, corrupted, prediction, accuracy, result.objective, result.history)
 
 

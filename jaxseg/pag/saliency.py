@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.attacks import pixel_cross_entropy
+from jaxseg.attacks import make_forward, pixel_cross_entropy
 from jaxseg.pag import common
 from jaxseg.validation import DEFAULT_IGNORE_INDEX, is_traced, valid_mask
 
@@ -52,7 +52,7 @@ def region_score(logits: jax.Array, classes: jax.Array, region: jax.Array, objec
 
 def _attribute_core(variables, images, classes, region, key, baseline, *, logits_fn, method: str, objective: str,
                     samples: int, steps: int, noise_scale: float):
-    forward = common.forward_function(logits_fn, variables)
+    forward = make_forward(logits_fn, variables, None)
 
     def score(x):
         return region_score(forward(x), classes, region, objective)
