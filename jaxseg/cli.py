@@ -86,29 +86,32 @@ def _add_evaluation(subparsers, name: str, function: str, help: str, description
     add("--model", required=True, help="checkpoint directory, or a registered model name with --random-init")
     add("--random-init", action="store_true", help="use untrained weights (smoke runs)")
     add("--num-classes", type=int, help="classes of a --random-init model (default: from the data)")
-    data = parser.add_mutually_exclusive_group(required=True)
+    add("--config", help="config name or path with optional :arg (e.g. pirat_voc): its evaluate and data sections "
+        "give the defaults of the options below (given options win); --config.a.b=value overrides it")
+    data = parser.add_mutually_exclusive_group()
     data.add_argument("--dataset", help="dataset name (jaxseg.data), e.g. synthetic_shapes, voc, ade20k")
     data.add_argument("--arrays", help=".npz file with images (N, H, W, 3) float in [0, 1] and labels (N, H, W)")
-    add("--split", default="validation", help="dataset split (default: validation)")
-    add("--data-dir", default="", help="dataset directory (default: JAXSEG_DATA_DIR)")
+    add("--split", help="dataset split (default: validation)")
+    add("--data-dir", help="dataset directory (default: JAXSEG_DATA_DIR)")
     add("--protocol", choices=("sea", "standard"),
         help="evaluation protocol (default: the SEA paper's for --attack sea on VOC/ADE20K, else standard)")
     add("--image-size", type=int,
         help="evaluation image size in pixels (default: the protocol's, e.g. 473 for SEA on VOC, else the dataset's)")
     add("--class-weights", default="dataset", help="mask-ce-bal class weights: dataset (SEA's published table for "
         "VOC/ADE20K, else the training split's inverse pixel frequencies), image (each image's own), or a JSON file")
-    add("--attack", default="sea", choices=ATTACKS, help="attack (default: sea)")
-    add("--eps", default="4/255", help=radii_help)
-    add("--norm", default="linf", help="threat model: linf or l2")
+    add("--attack", choices=ATTACKS, help="attack (default: sea)")
+    add("--eps", help=radii_help)
+    add("--norm", help="threat model: linf or l2 (default: linf)")
     add("--iterations", type=int, help="iterations per attack run (default: the attack's own)")
     add("--step-size", type=str, help="PGD-family step size, e.g. 0.01 or 2/255 (default: the attack paper's, eps/4 "
         "for PGD, 0.01 for SegPGD and CosPGD)")
-    add("--batch-size", type=int, default=8, help="images per compiled batch (default 8)")
+    add("--batch-size", type=int, help="images per compiled batch (default 8)")
     add("--num-examples", type=int, help="evaluate only the first N examples")
     add("--seed", type=int, default=0, help="attack and worst-case search seed")
     add("--compute-dtype", help="model compute dtype, e.g. bfloat16 (losses stay float32)")
     add("--out", required=True, help="output directory")
-    parser.set_defaults(handler=_handler("jaxseg.evaluation_run", function, bar=function == "run_evaluation"))
+    parser.set_defaults(handler=_handler("jaxseg.evaluation_run", function, bar=function == "run_evaluation"),
+                        overrides=[])
     return add
 
 

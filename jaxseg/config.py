@@ -8,6 +8,12 @@ so bare names work the same from a wheel and from an editable install. Overrides
 strings; the value is parsed as a Python literal when it is one (``100``, ``4/255`` is evaluated as arithmetic,
 ``(1, 2)``, ``True``) and kept as a string otherwise. Assigning to a field that does not exist raises a
 ``ValueError`` naming it.
+
+Why not ``ml_collections.config_flags``: it parses ``--config.a.b=value`` through absl's process-wide flag
+registry, which the argparse subcommands (and library callers, who pass override strings) do not use; it
+converts a value by the field's type, so ``--config.attack.eps=4/255``, the way radii are written throughout
+the field, is refused ("could not convert string to float"); and an unknown field fails with a bare
+``AttributeError``. The short parser here keeps those three.
 """
 
 from __future__ import annotations
@@ -81,7 +87,11 @@ def config_json(config: str, overrides: list[str] | tuple[str, ...] = ()) -> str
 
 
 def _evaluate(node):
-    """Literal values plus + - * / arithmetic (so ``4/255`` works); anything else raises ValueError."""
+    """Literal values plus + - * / arithmetic, also inside tuples and lists (so ``4/255`` and ``(4/255, 8/255)``
+    work); anything else raises ValueError."""
+    if isinstance(node, (ast.Tuple, ast.List)):
+        values = [_evaluate(element) for element in node.elts]
+        return tuple(values) if isinstance(node, ast.Tuple) else values
     if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
         return _OPERATORS[type(node.op)](_evaluate(node.left), _evaluate(node.right))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
@@ -158,12 +168,14 @@ def default_config() -> ml_collections.ConfigDict:
 
     Sections: ``model`` (registry name and options), ``data`` (dataset, splits, crops, protocol), ``mesh``
     (device axes), ``train`` (recipe, optimiser, schedule, checkpoints), ``attack`` (the attack used inside
-    adversarial training), ``evaluate`` (the attack(s) run by ``jaxseg evaluate``). Units: radii and step sizes
-    on the [0, 1] image scale; sizes in pixels; batch sizes are global (over all hosts and devices).
+    adversarial training), ``evaluate`` (what ``jaxseg evaluate --config`` runs: attack, radii, norm, iterations,
+    batch size, with ``data.eval_*`` and ``data.num_eval_examples``; training's periodic evaluation uses
+    ``evaluate.batch_size`` and, for its APGD-CE check, ``train.robust_eval_iterations`` at ``attack.eps``).
+    Units: radii and step sizes on the [0, 1] image scale; sizes in pixels; batch sizes are global (over all
+    hosts and devices). The run directory is not a field: ``jaxseg train --workdir`` names it.
     """
     config = ml_collections.ConfigDict()
     config.seed = 0
-    config.workdir = ""
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "upernet_convnext_atto"
@@ -183,7 +195,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.data.base_size = 64
     config.data.eval_protocol = "standard"  # or "sea" (short side resized, centre crop, VOC 255 → 0)
     config.data.eval_size = 64
-    config.data.num_eval_examples = 0  # 0 = the whole split
+    config.data.num_eval_examples = 0  # jaxseg evaluate --config: 0 = the whole split
     config.data.worker_count = 0
 
     config.mesh = ml_collections.ConfigDict()

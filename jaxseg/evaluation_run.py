@@ -115,7 +115,8 @@ def open_inputs(*, model: str, dataset: str | None = None, arrays: str | None = 
     ``dataset`` viewed with its default protocol and size for ``attack`` (``jaxseg.data.default_eval_view``);
     ``class_weights``: ``dataset`` | ``image`` | a JSON file (``jaxseg.data.resolve_class_weights``)."""
     if (dataset is None) == (arrays is None):
-        raise ValueError("give one of --dataset NAME or --arrays FILE.npz")
+        raise ValueError("give one of --dataset NAME or --arrays FILE.npz (or --config NAME, whose data section names "
+                         "the dataset)")
     common = dict(num_classes=num_classes, random_init=random_init, class_weights=class_weights,
                   batch_size=batch_size, num_examples=num_examples, seed=seed)
     if arrays:
@@ -124,8 +125,50 @@ def open_inputs(*, model: str, dataset: str | None = None, arrays: str | None = 
                          image_size=image_size, attack=attack, **common)
 
 
+BUILT_IN_DEFAULTS = {"attack": "sea", "eps": "4/255", "norm": "linf", "batch_size": 8, "split": "validation"}
+
+
+def _config_defaults(config) -> dict:
+    """The options a config's ``evaluate``, ``data`` and ``model`` sections give (``jaxseg evaluate --config``)."""
+    section, data_section = config.evaluate, config.data
+    return {
+        "attack": section.attack, "eps": ",".join(repr(float(e)) for e in section.eps), "norm": section.norm,
+        "iterations": int(section.iterations), "batch_size": int(section.batch_size), "dataset": data_section.name,
+        "split": data_section.eval_split, "data_dir": data_section.data_dir or None,
+        "protocol": data_section.eval_protocol, "image_size": int(data_section.eval_size),
+        "num_examples": int(data_section.num_eval_examples) or None, "num_classes": int(config.model.num_classes),
+    }
+
+
+def resolve_options(options: dict) -> dict:
+    """The command's ``options`` with every unset (None) one filled: from the config named by ``config`` (with
+    its ``overrides``), whose ``evaluate`` section gives attack, radii, norm, iterations and batch size and whose
+    ``data`` section the dataset, split, protocol, image size and number of examples (``data.num_eval_examples``,
+    0 = all); then from ``BUILT_IN_DEFAULTS``. Options given explicitly win. A config's dataset is used only when
+    neither ``dataset`` nor ``arrays`` is given, its ``model.num_classes`` only for a ``random_init`` model."""
+    resolved = dict(options)
+    spec, overrides = resolved.pop("config", None), resolved.pop("overrides", None) or []
+    if overrides and not spec:
+        raise ValueError("--config.* overrides need --config NAME")
+    defaults = {}
+    if spec:
+        from jaxseg.config import load_config
+
+        defaults = _config_defaults(load_config(spec, overrides))
+        if resolved.get("arrays") is not None or resolved.get("dataset") is not None:
+            for key in ("dataset", "split", "data_dir", "protocol", "image_size"):
+                defaults.pop(key)
+        if not resolved.get("random_init"):
+            defaults.pop("num_classes")
+    for key, value in {**BUILT_IN_DEFAULTS, **defaults}.items():
+        if resolved.get(key) is None:
+            resolved[key] = value
+    resolved["config"] = None if not spec else {"name": spec, "overrides": list(overrides)}
+    return resolved
+
+
 def _inputs(options: dict) -> tuple[AttackOptions, EvaluationInputs]:
-    """Check ``options`` (the command's), then open the model and data."""
+    """Check ``options`` (resolved with ``resolve_options``), then open the model and data."""
     checked = check_options(**{k: options[k] for k in (
         "eps", "step_size", "norm", "compute_dtype", "out", "batch_size", "iterations", "num_examples", "num_classes",
         "image_size")})
@@ -137,7 +180,9 @@ def _inputs(options: dict) -> tuple[AttackOptions, EvaluationInputs]:
 def run_evaluation(*, attacked_only: bool = False, make_bar: MakeBar = null_bar, **options) -> tuple[str, str]:
     """``jaxseg evaluate``: clean and robust scores per radius and component (``jaxseg.evaluate.evaluate``),
     written as results.json and results.md to ``out``. ``options``: the keyword arguments of ``check_options``
-    and ``open_inputs``. Returns (the Markdown table, a line naming the files written)."""
+    and ``open_inputs``, plus ``config``/``overrides`` (``resolve_options``). Returns (the Markdown table, a line
+    naming the files written)."""
+    options = resolve_options(options)
     checked, inputs = _inputs(options)
     bar = make_bar(f"evaluate {options['attack']}", inputs.total, "img")
     try:
@@ -150,6 +195,8 @@ def run_evaluation(*, attacked_only: bool = False, make_bar: MakeBar = null_bar,
     finally:
         bar.close()
     results["model"] = options["model"]
+    if options["config"] is not None:
+        results["config"] = options["config"]
     json_path, markdown_path = evaluate.write_results(results, options["out"])
     return evaluate.results_markdown(results), f"wrote {json_path} and {markdown_path}"
 
@@ -162,6 +209,7 @@ def run_attack(**options) -> tuple[str, str]:
 
     import jax
 
+    options = resolve_options(options)
     checked, inputs = _inputs(options)
     if len(checked.radii) != 1:
         raise ValueError(f"jaxseg attack takes one radius; got {options['eps']!r} (use jaxseg evaluate for several)")

@@ -14,6 +14,10 @@ def test_config_loads_with_arg_and_overrides():
     assert config.train.steps == 7
     assert config.attack.eps == pytest.approx(8 / 255)
     assert config.model.name == "upernet_convnext_t"
+    apply_override(config, "evaluate.eps=(4/255, 8/255)")
+    assert config.evaluate.eps == pytest.approx((4 / 255, 8 / 255)) and isinstance(config.evaluate.eps, tuple)
+    apply_override(config, "mesh.data=-2*2")
+    assert config.mesh.data == -4
 
 
 def test_unknown_fields_and_configs_are_errors():

@@ -189,3 +189,43 @@ def test_open_model_refuses_a_file(tmp_path):
     path.write_bytes(b"x")
     with pytest.raises(ValueError, match="--checkpoint .* is a file"):
         checkpoint.open_model(path, option="--checkpoint")
+
+
+def test_evaluate_takes_its_defaults_from_a_config(tmp_path):
+    """``--config``: the evaluate and data sections fill what the command leaves unset; given options win."""
+    from jaxseg.evaluation_run import resolve_options
+
+    resolved = resolve_options({"config": "pirat_voc", "overrides": ["evaluate.iterations=7"], "model": "m",
+                                "random_init": True, "attack": None, "eps": None, "norm": None, "iterations": None,
+                                "batch_size": 4, "dataset": None, "arrays": None, "split": None, "data_dir": None,
+                                "protocol": None, "image_size": None, "num_examples": None, "num_classes": None})
+    assert resolved["attack"] == "sea" and resolved["iterations"] == 7 and resolved["batch_size"] == 4
+    assert [round(float(e) * 255, 6) for e in resolved["eps"].split(",")] == [4, 8, 12]
+    assert (resolved["dataset"], resolved["split"], resolved["protocol"], resolved["image_size"]) == (
+        "voc2012_seg", "validation", "sea", 473)
+    assert resolved["num_classes"] == 21 and resolved["num_examples"] is None
+    assert resolved["config"] == {"name": "pirat_voc", "overrides": ["evaluate.iterations=7"]}
+    no_config = resolve_options({"model": "m", "attack": None, "eps": None, "norm": None, "batch_size": None,
+                                 "split": None, "arrays": "a.npz"})
+    assert (no_config["attack"], no_config["eps"], no_config["norm"], no_config["batch_size"]) == (
+        "sea", "4/255", "linf", 8)
+    with pytest.raises(ValueError, match="--config.. overrides need --config"):
+        resolve_options({"overrides": ["evaluate.iterations=2"]})
+    with pytest.raises(ValueError, match="config has no field 'evaluate.steps'"):
+        resolve_options({"config": "synthetic", "overrides": ["evaluate.steps=2"]})
+
+
+def test_cli_evaluate_with_a_config(tmp_path):
+    images, labels = make_data(seed=3, count=4, size=32, block=8)
+    arrays = tmp_path / "data.npz"
+    np.savez(arrays, images=images, labels=labels)
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--model", "upernet_convnext_atto", "--random-init", "--arrays", str(arrays),
+                 "--config", "synthetic:quick", "--config.evaluate.attack=apgd", "--config.evaluate.eps=(2/255,)",
+                 "--config.evaluate.iterations=1", "--batch-size", "2", "--num-examples", "2", "--out", str(out)])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["attack"] == "apgd" and results["iterations"] == 1 and results["num_examples"] == 2
+    assert [r["eps_255"] for r in results["robust"]] == pytest.approx([2])
+    assert results["config"] == {"name": "synthetic:quick", "overrides": [
+        "evaluate.attack=apgd", "evaluate.eps=(2/255,)", "evaluate.iterations=1"]}
