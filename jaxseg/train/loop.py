@@ -42,7 +42,7 @@ import socket
 import struct
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -514,25 +514,41 @@ def train(config, workdir: str | Path, on_step: Callable[[int, dict], None] | No
         return _train(config, Path(workdir).resolve(), on_step, preemption)
 
 
-def _train(config, workdir: Path, on_step, preemption: _Preemption) -> dict:
-    # 1. Check everything, reading only.
+class _Run(NamedTuple):
+    """What a checked run needs: the mesh, model, optimiser, data iterator, the compiled steps, the keys, the
+    state's shardings and the restored state (``state`` None and ``restored_step`` None when starting fresh)."""
+
+    mesh: object
+    model: object
+    optimizer: object
+    iterator: object
+    train_step: Callable
+    eval_step: Callable
+    state_shardings: object
+    restored_step: int | None
+    state: TrainState | None
+    keys: tuple  # (init, step, eval)
+
+
+def _checked_run(config, workdir: Path) -> _Run:
+    """Step 1 of a run, reading only: check the config, the work directory and the data, build the model and
+    its abstract state, open the data iterator, restore the latest checkpoint (checked against this model)
+    and trace both steps on abstract inputs (which checks the model and attack settings; the first calls
+    reuse the traces)."""
     check_config(config)
     check_writable(workdir)
     mesh = parallel.mesh_from_config(config.mesh)
     global_batch = int(config.train.batch_size)
-    host_batch = parallel.host_batch_size(global_batch, mesh)
     eval_host_batch = parallel.host_batch_size(int(config.evaluate.batch_size), mesh)
     data_config = config.data
     crop = int(data_config.crop_size)
     check_data(config)
 
     model = build_model(config.model)
-    key = jax.random.key(int(config.seed))
-    init_key, step_key, eval_key = jax.random.split(key, 3)
-    input_shape = (1, crop, crop, 3)
+    init_key, step_key, eval_key = jax.random.split(jax.random.key(int(config.seed)), 3)
     optimizer = create_optimizer(config.train)
     abstract_state = jax.eval_shape(
-        lambda k: create_train_state(init_variables(model, k, input_shape), optimizer), init_key
+        lambda k: create_train_state(init_variables(model, k, (1, crop, crop, 3)), optimizer), init_key
     )
     state_shardings = parallel.parameter_sharding(abstract_state, mesh)
     abstract_state = jax.tree_util.tree_map(
@@ -540,27 +556,75 @@ def _train(config, workdir: Path, on_step, preemption: _Preemption) -> dict:
     )
     iterator = datasets.train_iterator(
         data_config.name, data_config.train_split, data_dir=data_config.data_dir or None,
-        batch_size=host_batch, crop_size=crop, base_size=int(data_config.base_size), seed=int(config.seed),
-        process_index=jax.process_index(), process_count=jax.process_count(),
-        worker_count=int(data_config.worker_count),
+        batch_size=parallel.host_batch_size(global_batch, mesh), crop_size=crop,
+        base_size=int(data_config.base_size), seed=int(config.seed), process_index=jax.process_index(),
+        process_count=jax.process_count(), worker_count=int(data_config.worker_count),
     )
     restored_step, state = restore_latest(workdir, abstract_state, iterator)  # checks it matches this model
     train_step = jax.jit(make_train_step(model, optimizer, config), donate_argnums=0, out_shardings=(state_shardings, None))
     eval_step = compiled_eval_step(model, config)
-    # Tracing on abstract inputs checks the model and attack settings; the first calls reuse the traces.
     train_step.eval_shape(abstract_state, _abstract_batch(mesh, global_batch, crop), step_key)
     eval_batch = _abstract_batch(mesh, eval_host_batch * jax.process_count(), int(data_config.eval_size))
     eval_step.eval_shape(
         {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats}, eval_batch, eval_key
     )
+    return _Run(mesh, model, optimizer, iterator, train_step, eval_step, state_shardings, restored_step, state,
+                (init_key, step_key, eval_key))
+
+
+def _initial_state(run: _Run, config) -> TrainState:
+    """The restored state, or a fresh one (initialised from ``model.init_from`` for PIR-AT when set)."""
+    if run.state is not None:
+        return run.state
+    crop = int(config.data.crop_size)
+    variables = init_variables(run.model, run.keys[0], (1, crop, crop, 3))
+    if config.model.init_from:
+        variables, _ = initialise_from(variables, config.model.init_from)
+    return jax.jit(lambda v: create_train_state(v, run.optimizer), out_shardings=run.state_shardings)(variables)
+
+
+def _run_steps(run: _Run, state: TrainState, config, checkpoints, writer, preemption: _Preemption, on_step):
+    """Train from ``state.step`` to ``train.steps``: log, evaluate (and keep the best), checkpoint at their
+    intervals; on an agreed SIGTERM save the current step and stop. Returns (state, step, last evaluation,
+    status 'completed' | 'preempted')."""
+    global_batch, total_steps = int(config.train.batch_size), int(config.train.steps)
+    _, step_key, eval_key = run.keys
+    step = int(state.step)
+    last_eval: dict = {}
+    started, started_step = time.perf_counter(), step
+
+    def report(values):
+        writer.write(step, values)
+        if on_step:
+            on_step(step, values)
+
+    stop = False
+    while step < total_steps and not (stop := preemption.agreed()):
+        batch = parallel.shard_batch(next(run.iterator), run.mesh)
+        state, step_metrics = run.train_step(state, batch, step_key)
+        step += 1
+        if step % int(config.train.log_every) == 0 or step == total_steps:
+            values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+            values["images_per_second"] = (step - started_step) * global_batch / max(time.perf_counter() - started, 1e-9)
+            report(values)
+        if step % int(config.train.eval_every) == 0 or step == total_steps:
+            last_eval = evaluate_subset(run.eval_step, state.variables, config, run.mesh,
+                                        jax.random.fold_in(eval_key, step))
+            report(last_eval)
+            checkpoints.save_best(step, state, config, last_eval)
+        if step % int(config.train.checkpoint_every) == 0 or step == total_steps:
+            checkpoints.save(step, state, run.iterator, config)
+    if stop and checkpoints.latest_step() != step and step > 0:
+        checkpoints.save(step, state, run.iterator, config, force=True)
+    return state, step, last_eval, "preempted" if stop else "completed"
+
+
+def _train(config, workdir: Path, on_step, preemption: _Preemption) -> dict:
+    run = _checked_run(config, workdir)
     if preemption.agreed():  # stopped while checking: leave the work directory as it is
-        step = int(restored_step or 0)
-        return {"status": "preempted", "step": step, "checkpoint_step": restored_step, "steps_per_second": 0.0}
-    if state is None:
-        variables = init_variables(model, init_key, input_shape)
-        if config.model.init_from:
-            variables, _ = initialise_from(variables, config.model.init_from)
-        state = jax.jit(lambda v: create_train_state(v, optimizer), out_shardings=state_shardings)(variables)
+        step = int(run.restored_step or 0)
+        return {"status": "preempted", "step": step, "checkpoint_step": run.restored_step, "steps_per_second": 0.0}
+    state = _initial_state(run, config)
 
     # 2. Write: the directory, the config, the records truncated to the restored step, then train. With several
     # processes, none writes before all have checked (and seen the work directory as it was).
@@ -572,39 +636,13 @@ def _train(config, workdir: Path, on_step, preemption: _Preemption) -> dict:
     if jax.process_index() == 0:
         save_config(config, workdir / "config.json")
     checkpoints = TrainingCheckpoints(workdir, keep=int(config.train.keep_checkpoints), best_metric=config.train.best_metric)
-    step = int(state.step)
-    checkpoints.discard_after(step)
-    total_steps = int(config.train.steps)
-    last_eval: dict = {}
-    status = "completed"
-    started, started_step = time.perf_counter(), step
+    started_step = int(state.step)
+    checkpoints.discard_after(started_step)
+    started = time.perf_counter()
     try:
-        writer = _MetricWriter(workdir, resume_step=step)
+        writer = _MetricWriter(workdir, resume_step=started_step)
         try:
-            stop = False
-            while step < total_steps and not (stop := preemption.agreed()):
-                batch = parallel.shard_batch(next(iterator), mesh)
-                state, step_metrics = train_step(state, batch, step_key)
-                step += 1
-                if step % int(config.train.log_every) == 0 or step == total_steps:
-                    values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-                    elapsed = time.perf_counter() - started
-                    values["images_per_second"] = (step - started_step) * global_batch / max(elapsed, 1e-9)
-                    writer.write(step, values)
-                    if on_step:
-                        on_step(step, values)
-                if step % int(config.train.eval_every) == 0 or step == total_steps:
-                    last_eval = evaluate_subset(eval_step, state.variables, config, mesh, jax.random.fold_in(eval_key, step))
-                    writer.write(step, last_eval)
-                    if on_step:
-                        on_step(step, last_eval)
-                    checkpoints.save_best(step, state, config, last_eval)
-                if step % int(config.train.checkpoint_every) == 0 or step == total_steps:
-                    checkpoints.save(step, state, iterator, config)
-            if stop:
-                if checkpoints.latest_step() != step and step > 0:
-                    checkpoints.save(step, state, iterator, config, force=True)
-                status = "preempted"
+            state, step, last_eval, status = _run_steps(run, state, config, checkpoints, writer, preemption, on_step)
         finally:
             writer.close()
     finally:
@@ -614,10 +652,5 @@ def _train(config, workdir: Path, on_step, preemption: _Preemption) -> dict:
         finally:
             checkpoints.close()
     elapsed = time.perf_counter() - started
-    return {
-        "status": status,
-        "step": step,
-        "checkpoint_step": checkpoint_step,
-        "steps_per_second": (step - started_step) / max(elapsed, 1e-9),
-        **last_eval,
-    }
+    return {"status": status, "step": step, "checkpoint_step": checkpoint_step,
+            "steps_per_second": (step - started_step) / max(elapsed, 1e-9), **last_eval}
