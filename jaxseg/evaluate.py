@@ -199,9 +199,26 @@ def evaluate(logits_fn: Callable, batches: Iterable[dict], *, variables=None, at
         from jaxseg import parallel
 
         variables = parallel.replicate(variables, mesh)
-    base_key = jax.random.PRNGKey(seed)
-    clean_parts, robust_parts = [], [[] for _ in radii]
-    count = 0
+    clean_parts, robust_parts, count = _collect_statistics(
+        attack, logits_fn, batches, radii, jax.random.PRNGKey(seed), mesh=mesh, progress=progress,
+        variables=variables, norm=norm, iterations=iterations, step_size=step_size, class_weights=weights,
+        compute_dtype=compute_dtype, ignore_index=ignore_index)
+    if count == 0:
+        raise ValueError("evaluate got no valid examples (empty batches or every example marked invalid)")
+    results = _summarise(attack, radii, clean_parts, robust_parts, seed, clean_in_worst_case)
+    return {"attack": attack, "norm": norm, "iterations": iterations, "seed": seed, "num_examples": count,
+            "class_weights": weights_record, "data": dict(data_description or {}),
+            "clean_in_worst_case": clean_in_worst_case, **results}
+
+
+def _collect_statistics(attack, logits_fn, batches, radii, base_key, *, mesh, progress, variables, compute_dtype,
+                        ignore_index, **settings):
+    """Per batch, the clean statistics and, per radius, those of every component of ``attack`` (key
+    ``fold_in(fold_in(base_key, batch), radius position)``), brought to the host with the valid images only.
+
+    Returns (clean parts: list over batches of (N_b, ...) statistics, robust parts: per radius a list over batches
+    of (A, N_b, ...) statistics, the number of valid images)."""
+    clean_parts, robust_parts, count = [], [[] for _ in radii], 0
     for index, batch in enumerate(batches):
         images, labels = np.asarray(batch["image"], np.float32), np.asarray(batch["label"], np.int32)
         valid = np.asarray(batch.get("valid", np.ones(images.shape[0], bool)), bool)
@@ -211,23 +228,16 @@ def evaluate(logits_fn: Callable, batches: Iterable[dict], *, variables=None, at
             images, labels = parallel.shard_batch((images, labels), mesh)
         for position, radius in enumerate(radii):
             key = jax.random.fold_in(jax.random.fold_in(base_key, index), position)
-            _, stats = run_attack(attack, logits_fn, images, labels, key, eps=radius, norm=norm, iterations=iterations,
-                                  variables=variables, step_size=step_size, class_weights=weights,
-                                  compute_dtype=compute_dtype, ignore_index=ignore_index)
+            _, stats = run_attack(attack, logits_fn, images, labels, key, eps=radius, variables=variables,
+                                  compute_dtype=compute_dtype, ignore_index=ignore_index, **settings)
             robust_parts[position].append(_to_host(stats, valid, axis=1))
-        num_classes = stats.intersection.shape[-1]
-        clean = clean_statistics(logits_fn, images, labels, num_classes, variables=variables,
+        clean = clean_statistics(logits_fn, images, labels, stats.intersection.shape[-1], variables=variables,
                                  compute_dtype=compute_dtype, ignore_index=ignore_index)
         clean_parts.append(_to_host(clean, valid))
         count += int(valid.sum())
         if progress is not None:
             progress(int(valid.sum()))
-    if count == 0:
-        raise ValueError("evaluate got no valid examples (empty batches or every example marked invalid)")
-    results = _summarise(attack, radii, clean_parts, robust_parts, seed, clean_in_worst_case)
-    return {"attack": attack, "norm": norm, "iterations": iterations, "seed": seed, "num_examples": count,
-            "class_weights": weights_record, "data": dict(data_description or {}),
-            "clean_in_worst_case": clean_in_worst_case, **results}
+    return clean_parts, robust_parts, count
 
 
 def _class_weights_record(class_weights) -> dict:

@@ -32,6 +32,12 @@ def valid_mask(labels, num_classes: int | None = None, ignore_index: int | None 
     return checks[0] & checks[1] if len(checks) == 2 else checks[0]
 
 
+def check_iterations(iterations, name: str = "iterations") -> None:
+    """``ValueError`` unless ``iterations`` is a positive Python int (loop lengths are static)."""
+    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
+        raise ValueError(f"{name} must be a positive integer; got {iterations!r}")
+
+
 def is_traced(*trees) -> bool:
     """True if any array leaf of ``trees`` is a JAX tracer (inside ``jit``/``grad``/``vmap``): its values are
     unknown, so value checks must be skipped."""

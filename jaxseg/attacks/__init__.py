@@ -8,7 +8,9 @@ and the per-pixel attack losses by name), ``threat`` (Linf/L2 start, step, proje
 """
 
 from jaxseg.attacks.apgd import APGDResult, apgd, apgd_checkpoints
-from jaxseg.attacks.common import AttackResult, ModelLogits, logits_function, make_forward, normalise_dtype
+from jaxseg.attacks.common import (
+    AttackResult, ModelLogits, keep_best_loop, logits_function, make_forward, normalise_dtype,
+)
 from jaxseg.attacks.losses import (
     balanced_class_weights, get_loss, image_loss, pixel_cross_entropy, pixel_loss, segmentation_cross_entropy,
 )
@@ -18,6 +20,7 @@ from jaxseg.attacks.sea import SEA_LOSSES, SEAResult, sea_attack, worst_case
 
 __all__ = [
     "APGDResult", "AttackResult", "ModelLogits", "SEAResult", "SEA_LOSSES", "apgd", "apgd_checkpoints",
-    "balanced_class_weights", "cospgd", "get_loss", "image_loss", "logits_function", "make_forward", "normalise_dtype", "padam", "pgd",
-    "pixel_cross_entropy", "pixel_loss", "sea_attack", "segmentation_cross_entropy", "segpgd", "worst_case",
+    "balanced_class_weights", "cospgd", "get_loss", "image_loss", "keep_best_loop", "logits_function",
+    "make_forward", "normalise_dtype", "padam", "pgd", "pixel_cross_entropy", "pixel_loss", "sea_attack",
+    "segmentation_cross_entropy", "segpgd", "worst_case",
 ]

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jaxseg import metrics
 from jaxseg.attacks import common, threat
 from jaxseg.attacks.common import LossSpec
-from jaxseg.validation import DEFAULT_IGNORE_INDEX
+from jaxseg.validation import DEFAULT_IGNORE_INDEX, check_iterations
 
 MOMENTUM = 0.75
 OSCILLATION_THRESHOLD = 0.75
@@ -195,6 +195,23 @@ def _select(flags: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
     return jnp.where(flags.reshape(flags.shape + (1,) * (new.ndim - 1)), new, old)
 
 
+def _initial_carry(start: jax.Array, radius, iterations: int) -> _Carry:
+    """The loop state before step 0 for a (B, H, W, C) ``start``: every iterate at ``start``, no gradient yet,
+    the step-size control at its start (set properly at step 0), empty (iterations, B) histories."""
+    batch = start.shape[0]
+    no_history = common.empty_history(iterations, batch)
+    return _Carry(
+        step=jnp.zeros((), jnp.int32), pending=start,
+        schedule=_Schedule(jnp.zeros((), jnp.int32), jnp.asarray(_window_schedule(iterations)[0], jnp.int32)),
+        x=start, x_previous=start, grad=jnp.zeros_like(start),
+        control=initial_step_size_control(radius, jnp.zeros((batch,), jnp.float32)),
+        x_best_loss=start, grad_best_loss=jnp.zeros_like(start),
+        x_best=start, score_best=jnp.full((batch,), jnp.inf, jnp.float32),
+        prediction_best=jnp.zeros(start.shape[:-1], jnp.int32),
+        loss_history=no_history, accuracy_history=no_history,
+    )
+
+
 def _stage(evaluate, images, start, radius, *, iterations: int, norm: str, mask, early_stop: bool) -> _Carry:
     """One APGD run of ``iterations`` steps in the ball of ``radius`` from ``start``; returns the final carry.
 
@@ -204,18 +221,7 @@ def _stage(evaluate, images, start, radius, *, iterations: int, norm: str, mask,
     k ≥ 1 evaluates iterate k and applies AutoAttack's updates; each step then computes the next iterate
     (momentum 0.75, none for the first) as ``pending``.
     """
-    batch = images.shape[0]
-    no_history = common.empty_history(iterations, batch)
-    carry = _Carry(
-        step=jnp.zeros((), jnp.int32), pending=start,
-        schedule=_Schedule(jnp.zeros((), jnp.int32), jnp.asarray(_window_schedule(iterations)[0], jnp.int32)),
-        x=start, x_previous=start, grad=jnp.zeros_like(start),
-        control=initial_step_size_control(radius, jnp.zeros((batch,), jnp.float32)),  # set at step 0
-        x_best_loss=start, grad_best_loss=jnp.zeros_like(start),
-        x_best=start, score_best=jnp.full((batch,), jnp.inf, jnp.float32),
-        prediction_best=jnp.zeros(images.shape[:-1], jnp.int32),
-        loss_history=no_history, accuracy_history=no_history,
-    )
+    carry = _initial_carry(start, radius, iterations)
 
     def project(x):
         return threat.project(x, images, radius, norm, mask)
@@ -315,8 +321,7 @@ def apgd(logits_fn, images, labels, key, *, eps, iterations: int = 100, norm: st
       mask, target, class_weights, activation, compute_dtype: as for ``jaxseg.attacks.pgd``.
     Returns: ``APGDResult``.
     """
-    if not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer; got {iterations!r}")
+    check_iterations(iterations)
     common.validate_inputs(images, labels, eps, norm, mask=mask, target=target, class_weights=class_weights,
                            loss_names=(loss,) + ((track_loss,) if track_loss else ()), activation=activation)
     static = dict(logits_fn=logits_fn, spec=LossSpec(loss, track_loss, ignore_index, activation),

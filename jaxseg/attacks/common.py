@@ -21,9 +21,16 @@ import jax.numpy as jnp
 
 from jaxseg import metrics
 from jaxseg.attacks import losses, threat
-from jaxseg.validation import DEFAULT_IGNORE_INDEX, is_traced, valid_mask, validate_images, validate_labels
+from jaxseg.validation import DEFAULT_IGNORE_INDEX, check_iterations, is_traced, valid_mask, validate_images, validate_labels
 
 KEEP_OPTIONS = ("loss", "accuracy", "last")
+
+
+def check_loop(keep: str, iterations) -> None:
+    """``ValueError`` for a ``keep`` rule not in ``KEEP_OPTIONS`` or a non-positive iteration count."""
+    if keep not in KEEP_OPTIONS:
+        raise ValueError(f"keep must be one of {KEEP_OPTIONS}; got {keep!r}")
+    check_iterations(iterations)
 
 
 class AttackResult(NamedTuple):
@@ -147,6 +154,44 @@ def success_scores(prediction, labels, num_classes: int, ignore_index, target=No
 
 def empty_history(iterations: int, batch: int) -> jax.Array:
     return jnp.full((iterations, batch), jnp.nan, jnp.float32)
+
+
+def keep_best_loop(evaluate, start: jax.Array, update, update_state, *, iterations: int, choose, initial_value,
+                   recorded, num_recorded: int, kept_with=lambda ev: (), kept_initial=()):
+    """The projected first-order loop that the PGD family, PAdam and PAG's descent share.
+
+    x_0 = ``start`` (B, H, W, C); for t < ``iterations``: ``ev = evaluate(x_t, t)``, per image keep x_t if
+    ``choose(ev, best_value)`` → ((B,) bool better, (B,) value) says so, record ``recorded(ev)`` (a tuple of (B,)
+    arrays, ``num_recorded`` of them) at row t, then ``x_{t+1}, state = update(x_t, ev, state)``. x_T is evaluated and considered once
+    more after the loop (its gradient, unused, is removed by XLA). ``kept_with(ev)`` is a per-image pytree kept
+    with the chosen iterate (e.g. its prediction), starting as ``kept_initial``; ``initial_value`` (B,) starts
+    the comparison.
+
+    Returns (best x, best value, kept pytree, tuple of (T, B) histories, the final evaluation). One
+    ``lax.fori_loop``; call it inside ``jit``.
+    """
+    batch = start.shape[0]
+
+    def remember(best, x, ev):
+        better, value = choose(ev, best[1])
+        select = lambda new, old: jnp.where(better.reshape(better.shape + (1,) * (new.ndim - 1)), new, old)
+        return (select(x, best[0]), jnp.where(better, value, best[1]),
+                jax.tree_util.tree_map(select, kept_with(ev), best[2]))
+
+    def body(t, carry):
+        x, state, best, histories = carry
+        ev = evaluate(x, t)
+        best = remember(best, x, ev)
+        histories = tuple(h.at[t].set(v) for h, v in zip(histories, recorded(ev)))
+        x, state = update(x, ev, state)
+        return x, state, best, histories
+
+    histories = tuple(empty_history(iterations, batch) for _ in range(num_recorded))
+    carry = (start, update_state, (start, initial_value, kept_initial), histories)
+    x, _, best, histories = jax.lax.fori_loop(0, iterations, body, carry)
+    final = evaluate(x, iterations)
+    best_x, best_value, best_kept = remember(best, x, final)
+    return best_x, best_value, best_kept, histories, final
 
 
 def normalise_dtype(compute_dtype):

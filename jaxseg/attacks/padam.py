@@ -125,10 +125,7 @@ def padam(logits_fn, images, labels, key, *, eps, iterations: int = 200, learnin
     iterate). ``keep="accuracy"`` returns the lowest-accuracy iterate per image instead. Other arguments as
     for ``jaxseg.attacks.pgd``. The whole loop is one compiled program.
     """
-    if keep not in common.KEEP_OPTIONS:
-        raise ValueError(f"keep must be one of {common.KEEP_OPTIONS}; got {keep!r}")
-    if not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer; got {iterations!r}")
+    common.check_loop(keep, iterations)
     common.validate_inputs(images, labels, eps, norm, mask=mask, target=target, class_weights=class_weights,
                            loss_names=(loss,), activation=activation)
     static = dict(logits_fn=logits_fn, spec=LossSpec(loss, None, ignore_index, activation), iterations=iterations,

@@ -42,46 +42,25 @@ from jaxseg.validation import DEFAULT_IGNORE_INDEX
 
 def iterate(evaluate, start: jax.Array, update, update_state, labels, *, iterations: int, keep: str,
             ignore_index) -> AttackResult:
-    """The shared first-order loop: ``iterations`` steps of ``x, state = update(x, grad, state)``.
+    """The attacks' first-order loop (``common.keep_best_loop``): ``iterations`` steps of
+    ``x, state = update(x, grad, state)``.
 
     evaluate: ``(x, t) -> Evaluation``. Keeps per image the iterate chosen by ``keep`` among x_0 .. x_T
     (x_T is evaluated once more after the loop) and returns it with its statistics.
     """
-    batch = start.shape[0]
-
-    def improves(evaluation, best_value):
+    def choose(evaluation, best_value):
         if keep == "loss":
             return evaluation.loss > best_value, evaluation.loss
         if keep == "accuracy":
             return evaluation.score <= best_value, evaluation.score
         return jnp.ones_like(best_value, bool), best_value
 
-    def remember(best, x, evaluation):
-        best_x, best_value, best_prediction = best
-        better, value = improves(evaluation, best_value)
-        return (
-            jnp.where(better[:, None, None, None], x, best_x),
-            jnp.where(better, value, best_value),
-            jnp.where(better[:, None, None], evaluation.prediction, best_prediction),
-        )
-
-    def body(t, carry):
-        x, state, best, loss_history, accuracy_history = carry
-        evaluation = evaluate(x, t)
-        best = remember(best, x, evaluation)
-        loss_history = loss_history.at[t].set(evaluation.loss)
-        accuracy_history = accuracy_history.at[t].set(evaluation.accuracy)
-        x, state = update(x, evaluation.grad, state)
-        return x, state, best, loss_history, accuracy_history
-
-    initial_value = jnp.full((batch,), -jnp.inf if keep == "loss" else jnp.inf, jnp.float32)
-    best = (start, initial_value, jnp.zeros(start.shape[:3], jnp.int32))
-    history = common.empty_history(iterations, batch)
-    x, _, best, loss_history, accuracy_history = jax.lax.fori_loop(
-        0, iterations, body, (start, update_state, best, history, history)
-    )
-    final = evaluate(x, iterations)
-    best_x, _, best_prediction = remember(best, x, final)
+    initial_value = jnp.full((start.shape[0],), -jnp.inf if keep == "loss" else jnp.inf, jnp.float32)
+    best_x, _, best_prediction, (loss_history, accuracy_history), final = common.keep_best_loop(
+        evaluate, start, lambda x, evaluation, state: update(x, evaluation.grad, state), update_state,
+        iterations=iterations, choose=choose, initial_value=initial_value,
+        recorded=lambda evaluation: (evaluation.loss, evaluation.accuracy), num_recorded=2,
+        kept_with=lambda evaluation: evaluation.prediction, kept_initial=jnp.zeros(start.shape[:3], jnp.int32))
     statistics = metrics.per_image_statistics(best_prediction, labels, final.num_classes, ignore_index)
     return AttackResult(best_x, statistics, loss_history, accuracy_history)
 
@@ -126,10 +105,7 @@ def pgd(logits_fn, images, labels, key, *, eps, iterations: int = 10, step_size=
         stay float32.
     Returns: ``AttackResult`` with (T, B) loss and accuracy histories of the iterates x_0 .. x_{T-1}.
     """
-    if keep not in common.KEEP_OPTIONS:
-        raise ValueError(f"keep must be one of {common.KEEP_OPTIONS}; got {keep!r}")
-    if not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer; got {iterations!r}")
+    common.check_loop(keep, iterations)
     common.validate_inputs(images, labels, eps, norm, mask=mask, target=target, class_weights=class_weights,
                            loss_names=(loss,), activation=activation)
     threat.validate_step_size(step_size)

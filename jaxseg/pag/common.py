@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import attacks
-from jaxseg.attacks import make_forward, threat
-from jaxseg.validation import is_traced, validate_images, validate_labels
+from jaxseg.attacks import keep_best_loop, make_forward, threat
+from jaxseg.validation import check_iterations, is_traced, validate_images, validate_labels
 
 REFERENCE_SIDE = 224  # ImageNet side length the published L2 radii (Santurkar et al. 2019) refer to
 
@@ -92,8 +92,7 @@ def check_mask(mask, shape: tuple[int, ...], *, allow_empty: bool = False, name:
 def check_loop_options(norm: str, iterations: int, eps, step_size) -> None:
     """``ValueError`` for an unknown norm, a non-positive iteration count, radius or step size."""
     threat.check_norm(norm)
-    if not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer; got {iterations!r}")
+    check_iterations(iterations)
     for name, value in (("eps", eps), ("step_size", step_size)):
         if not is_traced(value) and not (np.all(np.isfinite(value)) and np.all(np.asarray(value) > 0)):
             raise ValueError(f"{name} must be finite and > 0 (on the [0, 1] image scale); got {value}")
@@ -105,7 +104,8 @@ def descend(objective: Callable[[jax.Array], jax.Array], start: jax.Array, cente
 
     x_{t+1} = P(x_t - α sign(g)) (Linf) or P(x_t - α g / ‖g‖_2) (L2), g = ∇ Σ_b objective(x)_b, P = projection
     onto the eps-ball around ``center`` ∩ [0, 1] (and onto ``mask``'s support: pixels outside it keep
-    ``center``'s values exactly). Runs as one ``lax.fori_loop``; call it inside ``jit``.
+    ``center``'s values exactly). The attacks' loop (``jaxseg.attacks.keep_best_loop``) with a descent step;
+    call it inside ``jit``.
 
     objective: (B, H, W, C) → (B,). start, center: (B, H, W, C) in [0, 1]. eps, step_size: scalar or (B,).
     mask: None or (B, H, W) bool.
@@ -116,21 +116,18 @@ def descend(objective: Callable[[jax.Array], jax.Array], start: jax.Array, cente
 
     gradient = jax.value_and_grad(summed, has_aux=True)
 
-    def body(t, carry):
-        x, best_x, best_value, history = carry
+    def evaluate(x, t):
         (_, value), grad = gradient(x)
-        better = value < best_value
-        best_x = jnp.where(better[:, None, None, None], x, best_x)
-        best_value = jnp.where(better, value, best_value)
-        x = threat.project(threat.step(x, -grad, step_size, norm, mask), center, eps, norm, mask)
-        return x, best_x, best_value, history.at[t].set(value)
+        return value, grad
 
-    batch = start.shape[0]
-    carry = (start, start, jnp.full((batch,), jnp.inf, jnp.float32), jnp.full((iterations, batch), jnp.nan, jnp.float32))
-    x, best_x, best_value, history = jax.lax.fori_loop(0, iterations, body, carry)
-    final = objective(x)
-    better = final < best_value
-    return DescentResult(jnp.where(better[:, None, None, None], x, best_x), jnp.where(better, final, best_value), history)
+    def update(x, evaluation, state):
+        return threat.project(threat.step(x, -evaluation[1], step_size, norm, mask), center, eps, norm, mask), state
+
+    best_x, best_value, _, (history,), _ = keep_best_loop(
+        evaluate, start, update, (), iterations=iterations, choose=lambda ev, best: (ev[0] < best, ev[0]),
+        initial_value=jnp.full((start.shape[0],), jnp.inf, jnp.float32), recorded=lambda ev: (ev[0],),
+        num_recorded=1)
+    return DescentResult(best_x, best_value, history)
 
 
 def image_cross_entropy(logits: jax.Array, labels: jax.Array, ignore_index) -> jax.Array:
