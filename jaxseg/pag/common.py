@@ -89,6 +89,20 @@ def check_mask(mask, shape: tuple[int, ...], *, allow_empty: bool = False, name:
     return mask
 
 
+def descent_settings(norm: str, iterations: int, eps, step_size, size: tuple[int, int], reference_eps: float,
+                     steps_per_radius: float):
+    """The checked (eps, step size) of a descent on (H, W) = ``size`` images: ``eps`` None (L2 only) is
+    ``reference_eps`` published for 224x224, rescaled (``scaled_radius``); ``step_size`` None is
+    eps / ``steps_per_radius``. ``ValueError`` for a bad norm, iteration count, radius or step size."""
+    if eps is None:
+        if norm != "l2":
+            raise ValueError("eps has a default only for norm='l2'; give eps for norm='linf'")
+        eps = scaled_radius(reference_eps, size[0], size[1])
+    step_size = eps / steps_per_radius if step_size is None else step_size
+    check_loop_options(norm, iterations, eps, step_size)
+    return eps, step_size
+
+
 def check_loop_options(norm: str, iterations: int, eps, step_size) -> None:
     """``ValueError`` for an unknown norm, a non-positive iteration count, radius or step size."""
     threat.check_norm(norm)

@@ -192,12 +192,8 @@ def generate(logits_fn: Callable, target, seeds, *, eps=None, step_size=None, it
     seeds = jnp.asarray(seeds)
     common.check_images(seeds, "seeds")
     target = jnp.asarray(target)
-    if eps is None:
-        if norm != "l2":
-            raise ValueError("eps has a default only for norm='l2'; give eps for norm='linf'")
-        eps = common.scaled_radius(GENERATION_EPS, seeds.shape[1], seeds.shape[2])
-    step_size = eps / GENERATION_STEPS_PER_RADIUS if step_size is None else step_size
-    common.check_loop_options(norm, iterations, eps, step_size)
+    eps, step_size = common.descent_settings(norm, iterations, eps, step_size, seeds.shape[1:3],
+                                             GENERATION_EPS, GENERATION_STEPS_PER_RADIUS)
     num_classes = common.num_classes_of(logits_fn, variables, seeds)
     common.check_label_map(target, seeds.shape[:3], num_classes, ignore_index, name="target")
     return _generate_jit(variables, target, seeds.astype(jnp.float32), eps, step_size, logits_fn=logits_fn,

@@ -96,12 +96,8 @@ def inpaint(logits_fn: Callable, images, mask, labels, *, mode: str = "penalty",
     common.check_images(images)
     mask = common.check_mask(mask, images.shape[:3])
     labels = jnp.asarray(labels)
-    if eps is None:
-        if norm != "l2":
-            raise ValueError("eps has a default only for norm='l2'; give eps for norm='linf'")
-        eps = common.scaled_radius(INPAINTING_EPS, images.shape[1], images.shape[2])
-    step_size = eps / INPAINTING_STEPS_PER_RADIUS if step_size is None else step_size
-    common.check_loop_options(norm, iterations, eps, step_size)
+    eps, step_size = common.descent_settings(norm, iterations, eps, step_size, images.shape[1:3],
+                                             INPAINTING_EPS, INPAINTING_STEPS_PER_RADIUS)
     if not anchor_weight >= 0:
         raise ValueError(f"anchor_weight must be >= 0; got {anchor_weight}")
     num_classes = common.num_classes_of(logits_fn, variables, images)
