@@ -5,6 +5,7 @@ import importlib
 import chex
 import jax
 import numpy as np
+import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from attack_models import make_data, train_tiny_model
@@ -60,3 +61,30 @@ def test_sharded_batch_matches_one_device():
     np.testing.assert_allclose(np.asarray(sharded.loss_history), np.asarray(single.loss_history), rtol=1e-3, atol=1e-5)
     correct_single, correct_sharded = np.asarray(single.statistics.correct), np.asarray(sharded.statistics.correct)
     assert np.abs(correct_sharded - correct_single).sum() <= 0.01 * labels.size
+
+
+def test_sea_components_share_one_compiled_program_with_identical_results():
+    model, variables = train_tiny_model()
+    images, labels = make_data(seed=5, count=4)
+    logits_fn = attacks.logits_function(model)
+    settings = dict(eps=8 / 255, iterations=6, variables=variables)
+    before = apgd_module._apgd_jit._cache_size()
+    shared = attacks.sea_attack(logits_fn, images, labels, jax.random.PRNGKey(3), **settings)
+    assert apgd_module._apgd_jit._cache_size() == before + 1  # three losses, one program
+    attacks.sea_attack(logits_fn, images, labels, jax.random.PRNGKey(4), **{**settings, "eps": 4 / 255})
+    assert apgd_module._apgd_jit._cache_size() == before + 1  # another radius and key: the same program
+    separate = attacks.sea_attack(logits_fn, images, labels, jax.random.PRNGKey(3), shared_program=False, **settings)
+    assert apgd_module._apgd_jit._cache_size() == before + 1 + len(attacks.SEA_LOSSES)
+    np.testing.assert_array_equal(np.asarray(shared.adversarial), np.asarray(separate.adversarial))
+    for a, b in zip(shared.statistics, separate.statistics):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(shared.loss_history), np.asarray(separate.loss_history))
+    # One loss of the tuple through apgd equals the single-loss program.
+    one = attacks.apgd(logits_fn, images, labels, jax.random.PRNGKey(9), loss=attacks.SEA_LOSSES, loss_index=2,
+                       track_loss="ce", **settings)
+    alone = attacks.apgd(logits_fn, images, labels, jax.random.PRNGKey(9), loss=attacks.SEA_LOSSES[2],
+                         track_loss="ce", **settings)
+    np.testing.assert_array_equal(np.asarray(one.adversarial), np.asarray(alone.adversarial))
+    with pytest.raises(ValueError, match="loss_index 3 does not pick one of the 3 losses"):
+        attacks.apgd(logits_fn, images, labels, jax.random.PRNGKey(9), loss=attacks.SEA_LOSSES, loss_index=3,
+                     **settings)

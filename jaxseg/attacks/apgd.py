@@ -273,7 +273,8 @@ def red_eps_stages(iterations: int, red_eps: bool) -> list[tuple[float, int]]:
     return [(factor, count) for factor, count in zip(RED_EPS_FACTORS, counts) if count > 0]
 
 
-def _apgd_core(variables, images, labels, key, eps, mask, target, class_weights, *, logits_fn, spec: LossSpec,
+def _apgd_core(variables, images, labels, key, eps, mask, target, class_weights, loss_index, *, logits_fn,
+               spec: LossSpec,
                iterations: int, norm: str, red_eps: bool, early_stop: bool, random_start: bool, compute_dtype):
     images = images.astype(jnp.float32)
     forward = common.make_forward(logits_fn, variables, compute_dtype)
@@ -282,7 +283,7 @@ def _apgd_core(variables, images, labels, key, eps, mask, target, class_weights,
     for index, (factor, count) in enumerate(stages):
         radius = factor * jnp.asarray(eps, jnp.float32)
         evaluate = common.make_evaluator(forward, labels, spec, target=target, class_weights=class_weights,
-                                         iterations=count)
+                                         iterations=count, loss_index=loss_index)
         if index == 0:
             start = threat.random_start(key, images, radius, norm, mask) if random_start else images
         else:
@@ -305,28 +306,34 @@ _STATIC = ("logits_fn", "spec", "iterations", "norm", "red_eps", "early_stop", "
 _apgd_jit = jax.jit(_apgd_core, static_argnames=_STATIC)
 
 
-def apgd(logits_fn, images, labels, key, *, eps, iterations: int = 100, norm: str = "linf", loss: str = "ce",
-         track_loss: str | None = None, red_eps: bool = False, early_stop: bool = True, random_start: bool = True,
-         mask=None, target=None, class_weights=None, ignore_index: int | None = DEFAULT_IGNORE_INDEX,
-         activation: str = "sigmoid", variables=None, compute_dtype=None) -> APGDResult:
+def apgd(logits_fn, images, labels, key, *, eps, iterations: int = 100, norm: str = "linf",
+         loss: str | tuple[str, ...] = "ce", loss_index: int = 0, track_loss: str | None = None, red_eps: bool = False,
+         early_stop: bool = True, random_start: bool = True, mask=None, target=None, class_weights=None,
+         ignore_index: int | None = DEFAULT_IGNORE_INDEX, activation: str = "sigmoid", variables=None,
+         compute_dtype=None) -> APGDResult:
     """APGD on the per-image loss ``loss`` (see the module docstring for the algorithm).
 
     Args:
       logits_fn: ``images -> logits`` (B, H, W, K), or ``(variables, images) -> logits`` with ``variables``.
       images: (B, H, W, 3) float in [0, 1]. labels: (B, H, W) int in [0, K) or ``ignore_index``. key: PRNG key.
       eps: radius on the [0, 1] scale. iterations: N gradient steps in total (over all red-eps stages).
-      norm: "linf" | "l2". loss: attack loss name. track_loss: loss for the step-size rule and best-loss point
+      norm: "linf" | "l2". loss: attack loss name, or a tuple of names of which ``loss_index`` picks one at run
+        time: every loss of the tuple then shares one compiled program (SEA's components do). track_loss: loss for the step-size rule and best-loss point
         (None: ``loss``; SEA uses "ce"). red_eps: progressive radius reduction. early_stop: end a stage when
         every image has pixel accuracy 0 (targeted: every pixel at the target).
       mask, target, class_weights, activation, compute_dtype: as for ``jaxseg.attacks.pgd``.
     Returns: ``APGDResult``.
     """
     check_iterations(iterations)
+    names = (loss,) if isinstance(loss, str) else tuple(loss)
+    if not names or not 0 <= loss_index < len(names):
+        raise ValueError(f"loss_index {loss_index} does not pick one of the {len(names)} losses {names}")
     common.validate_inputs(images, labels, eps, norm, mask=mask, target=target, class_weights=class_weights,
-                           loss_names=(loss,) + ((track_loss,) if track_loss else ()), activation=activation)
-    static = dict(logits_fn=logits_fn, spec=LossSpec(loss, track_loss, ignore_index, activation),
+                           loss_names=names + ((track_loss,) if track_loss else ()), activation=activation)
+    static = dict(logits_fn=logits_fn, spec=LossSpec(loss if isinstance(loss, str) else names, track_loss,
+                                                     ignore_index, activation),
                   iterations=iterations, norm=norm, red_eps=red_eps, early_stop=early_stop,
                   random_start=random_start, compute_dtype=common.normalise_dtype(compute_dtype))
-    args = (variables, images, labels, key, eps, mask, target, class_weights)
+    args = (variables, images, labels, key, eps, mask, target, class_weights, jnp.asarray(loss_index, jnp.int32))
     return common.run(_apgd_jit, _apgd_core, args, static, labels=labels, ignore_index=ignore_index, target=target,
                       class_weights=class_weights, num_classes_of=lambda out: out.statistics.intersection.shape[-1])

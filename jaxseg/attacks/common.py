@@ -86,9 +86,12 @@ class Evaluation(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
-    """Static description of an attack objective: loss names and options that do not change per batch."""
+    """Static description of an attack objective: loss names and options that do not change per batch.
 
-    loss: str = "ce"
+    ``loss`` is one name, or a tuple of names of which the evaluator's traced ``loss_index`` picks one
+    (``lax.switch``): one compiled program then serves every loss of the tuple (SEA's components)."""
+
+    loss: str | tuple[str, ...] = "ce"
     track_loss: str | None = None  # None: track the attack loss itself
     ignore_index: int | None = DEFAULT_IGNORE_INDEX
     activation: str = "sigmoid"
@@ -118,14 +121,23 @@ def make_forward(logits_fn: Callable, variables: Any, compute_dtype) -> Callable
     return forward
 
 
-def make_evaluator(forward, labels, spec: LossSpec, *, target=None, class_weights=None, iterations: int = 1):
-    """``evaluate(images, iteration) -> Evaluation`` for the objective ``spec`` (iteration feeds SegPGD's λ_t)."""
+def make_evaluator(forward, labels, spec: LossSpec, *, target=None, class_weights=None, iterations: int = 1,
+                   loss_index=None):
+    """``evaluate(images, iteration) -> Evaluation`` for the objective ``spec`` (iteration feeds SegPGD's λ_t);
+    with a tuple of losses in ``spec``, ``loss_index`` (int32 scalar, may be traced) chooses one."""
     options = dict(target=target, class_weights=class_weights, iterations=iterations,
                    activation=spec.activation, ignore_index=spec.ignore_index)
 
+    def attack_loss(logits, iteration):
+        if isinstance(spec.loss, str):
+            return losses.image_loss(spec.loss, logits, labels, iteration=iteration, **options)
+        branches = [lambda lg, t, name=name: losses.image_loss(name, lg, labels, iteration=t, **options)
+                    for name in spec.loss]
+        return jax.lax.switch(loss_index, branches, logits, iteration)
+
     def objective(images, iteration):
         logits = forward(images)
-        per_image = losses.image_loss(spec.loss, logits, labels, iteration=iteration, **options)
+        per_image = attack_loss(logits, iteration)
         return jnp.sum(per_image), (per_image, logits)
 
     gradient = jax.value_and_grad(objective, has_aux=True)
@@ -162,10 +174,10 @@ def keep_best_loop(evaluate, start: jax.Array, update, update_state, *, iteratio
 
     x_0 = ``start`` (B, H, W, C); for t < ``iterations``: ``ev = evaluate(x_t, t)``, per image keep x_t if
     ``choose(ev, best_value)`` → ((B,) bool better, (B,) value) says so, record ``recorded(ev)`` (a tuple of (B,)
-    arrays, ``num_recorded`` of them) at row t, then ``x_{t+1}, state = update(x_t, ev, state)``. x_T is evaluated and considered once
-    more after the loop (its gradient, unused, is removed by XLA). ``kept_with(ev)`` is a per-image pytree kept
-    with the chosen iterate (e.g. its prediction), starting as ``kept_initial``; ``initial_value`` (B,) starts
-    the comparison.
+    arrays, ``num_recorded`` of them) at row t, then ``x_{t+1}, state = update(x_t, ev, state)``. x_T is
+    evaluated and considered once more after the loop (its gradient, unused, is removed by XLA).
+    ``kept_with(ev)`` is a per-image pytree kept with the chosen iterate (e.g. its prediction), starting as
+    ``kept_initial``; ``initial_value`` (B,) starts the comparison.
 
     Returns (best x, best value, kept pytree, tuple of (T, B) histories, the final evaluation). One
     ``lax.fori_loop``; call it inside ``jit``.

@@ -54,20 +54,24 @@ def sea_attack(logits_fn, images, labels, key, *, eps, iterations: int = SEA_ITE
                losses: Sequence[str] = SEA_LOSSES, track_loss: str = "ce", red_eps: bool = True,
                early_stop: bool = True, mask=None, class_weights=None,
                ignore_index: int | None = DEFAULT_IGNORE_INDEX, variables=None,
-               compute_dtype=None) -> SEAResult:
+               compute_dtype=None, shared_program: bool = True) -> SEAResult:
     """The SEA component attacks on one batch; combine over the dataset with ``worst_case``.
 
     Arguments as for ``jaxseg.attacks.apgd``; ``class_weights`` (K,) are the training-set weights of
     ``mask-ce-bal`` (``losses.balanced_class_weights``; None = each image's own label frequencies).
+    ``shared_program``: the components run one compiled APGD program whose loss is chosen at run time
+    (``apgd(loss=losses, loss_index=i)``), so a batch shape compiles once for all of them and every radius;
+    False compiles one program per loss (the same algorithm; for measuring the difference).
     """
     if isinstance(losses, str) or len(losses) == 0:
         raise ValueError(f"sea_attack needs a non-empty list of loss names (default {SEA_LOSSES}); got {losses!r}")
     keys = jax.random.split(key, len(losses))
     results = [
-        apgd(logits_fn, images, labels, attack_key, eps=eps, iterations=iterations, norm=norm, loss=name,
+        apgd(logits_fn, images, labels, attack_key, eps=eps, iterations=iterations, norm=norm,
+             **(dict(loss=tuple(losses), loss_index=index) if shared_program else dict(loss=losses[index])),
              track_loss=track_loss, red_eps=red_eps, early_stop=early_stop, mask=mask, class_weights=class_weights,
              ignore_index=ignore_index, variables=variables, compute_dtype=compute_dtype)
-        for name, attack_key in zip(losses, keys)
+        for index, attack_key in enumerate(keys)
     ]
     return SEAResult(
         adversarial=jnp.stack([r.adversarial for r in results]),
