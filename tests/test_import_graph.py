@@ -23,7 +23,7 @@ ROOT = "jaxseg"
 # Room → layer. A room may import rooms of lower layers only: never its own layer's other rooms, never above.
 # Keep in step with the table in docs/architecture.md#import-graph.
 LAYERS = {
-    ROOT: 0, "validation": 0, "config": 0, "parallel": 0, "progress": 0, "errors": 0,
+    ROOT: 0, "validation": 0, "config": 0, "parallel": 0, "progress": 0, "errors": 0, "figures": 0,
     "metrics": 1, "arguments": 1,
     "data": 2, "models": 2,
     "checkpoint": 3,

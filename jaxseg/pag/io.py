@@ -95,29 +95,12 @@ def load_model(*, checkpoint=None, model: str | None = None, num_classes: int | 
 
 
 def save_grid(path, panels: Sequence[tuple[str, np.ndarray]], num_classes: int) -> None:
-    """A row of titled panels as a PNG (matplotlib Agg): (H, W, 3) arrays are shown as RGB in [0, 1], (H, W)
-    int arrays as label maps (class colours 0..K-1), (H, W) float or bool arrays as heat maps."""
-    import matplotlib
+    """A row of titled panels as a PNG (``jaxseg.figures.save_panel_grid``, 2.4 x 2.6 in per panel, 100 dpi):
+    (H, W, 3) arrays are shown as RGB in [0, 1], (H, W) int arrays as label maps (class colours 0..K-1),
+    (H, W) float or bool arrays as heat maps."""
+    from jaxseg.figures import save_panel_grid
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    columns = len(panels)
-    figure, axes = plt.subplots(1, columns, figsize=(2.4 * columns, 2.6), squeeze=False)
-    for axis, (title, panel) in zip(axes[0], panels):
-        panel = np.asarray(panel)
-        if panel.ndim == 3:
-            axis.imshow(np.clip(panel, 0, 1), interpolation="nearest")
-        elif np.issubdtype(panel.dtype, np.integer):
-            axis.imshow(np.where(panel < num_classes, panel, -1), cmap="tab10" if num_classes <= 10 else "tab20",
-                        vmin=0, vmax=max(num_classes - 1, 1) if num_classes > 1 else 1, interpolation="nearest")
-        else:
-            axis.imshow(panel.astype(np.float32), cmap="magma", interpolation="nearest")
-        axis.set_title(title, fontsize=9)
-        axis.axis("off")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_panel_grid(path, [(None, list(panels))], num_classes=num_classes, cell_size=(2.4, 2.6), fontsize=9)
 
 
 def write_json(path, values: dict) -> None:
