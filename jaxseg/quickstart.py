@@ -172,22 +172,6 @@ def training_config(recipe: str, budget: Budget, dataset: str, data_dir: str | P
     return load_config(recipe, overrides)
 
 
-def checkpoint_step(run_dir: str | Path) -> int | None:
-    """The step of the latest complete training checkpoint in ``run_dir`` (None without one)."""
-    from jaxseg.checkpoint import TRAIN_CHECKPOINTS_DIR
-
-    directory = Path(run_dir) / TRAIN_CHECKPOINTS_DIR
-    if not directory.is_dir():
-        return None
-    from jaxseg.train.checkpoints import TrainingCheckpoints
-
-    checkpoints = TrainingCheckpoints(run_dir, keep=1)
-    try:
-        return checkpoints.latest_step()
-    finally:
-        checkpoints.close()
-
-
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The JSON lines of ``run_dir/metrics.jsonl`` (training steps and evaluations; empty if missing)."""
     path = Path(run_dir) / "metrics.jsonl"
@@ -220,12 +204,13 @@ def train_model(name: str, config, run_dir: str | Path, make_bar: Callable = nul
     seconds, final loss, ``status``: "trained", "resumed" or "cached"), also written to
     ``run_dir/quickstart_training.json``. ``ValueError`` if the run is already past the configured steps.
     """
+    from jaxseg.train.checkpoints import latest_step
     from jaxseg.train.loop import train
 
     run_dir = Path(run_dir)
     total = int(config.train.steps)
     summary_path = run_dir / TRAINING_SUMMARY_FILE
-    step = checkpoint_step(run_dir)
+    step = latest_step(run_dir)
     if step is not None and step > total:
         raise ValueError(f"{run_dir} holds a run at step {step}, beyond this budget's {total} steps; "
                          "use a new --workdir")
@@ -295,9 +280,10 @@ def evaluate_model(name: str, run_dir: str | Path, out_dir: str | Path, budget: 
     import jax
 
     from jaxseg import adversarial_examples, data, evaluate
+    from jaxseg.train.checkpoints import latest_step
 
     out_dir = Path(out_dir)
-    step = checkpoint_step(run_dir)
+    step = latest_step(run_dir)
     if step is None:
         raise FileNotFoundError(f"no trained model in {run_dir}")
     settings = evaluation_settings(budget, step)
@@ -353,7 +339,12 @@ def _pag_inputs(budget: Budget, dataset: str, data_dir):
     return images, labels
 
 
-def _pag_settings(budget: Budget, steps: dict, kind: str) -> dict:
+def _pag_settings(budget: Budget, run_dirs: dict, kind: str) -> dict:
+    """What a PAG demo's outputs depend on (``kind``: "generate" or "inpaint"), the models' checkpoint steps
+    included; stored with them so stale outputs are recomputed."""
+    from jaxseg.train.checkpoints import latest_step
+
+    steps = {name: latest_step(path) for name, path in run_dirs.items()}
     settings = {"checkpoint_steps": steps, "examples": budget.pag_examples, "image_size": budget.image_size}
     if kind == "generate":
         return {**settings, "iterations": budget.generate_iterations, "fit_images": budget.fit_images}
@@ -393,8 +384,7 @@ def generation_demo(run_dirs: dict, out_dir: str | Path, budget: Budget, dataset
     from jaxseg.pag import generate
 
     out_dir = Path(out_dir)
-    steps = {name: checkpoint_step(path) for name, path in run_dirs.items()}
-    settings = _pag_settings(budget, steps, "generate")
+    settings = _pag_settings(budget, run_dirs, "generate")
     cached = _cached_pag(out_dir, "generate", settings)
     if cached is not None:
         return (*cached, True)
@@ -449,8 +439,7 @@ def inpainting_demo(run_dirs: dict, out_dir: str | Path, budget: Budget, dataset
     from jaxseg.pag import common, inpaint
 
     out_dir = Path(out_dir)
-    steps = {name: checkpoint_step(path) for name, path in run_dirs.items()}
-    settings = _pag_settings(budget, steps, "inpaint")
+    settings = _pag_settings(budget, run_dirs, "inpaint")
     cached = _cached_pag(out_dir, "inpaint", settings)
     if cached is not None:
         return (*cached, True)
