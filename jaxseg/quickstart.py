@@ -11,7 +11,8 @@ One call of ``run_quickstart(workdir)`` does, within a CPU budget (``BUDGETS``):
 4. ``generate`` / ``inpaint`` — the perceptually-aligned-gradient demos (``jaxseg.pag``) with both models,
    written to ``workdir/pag/``;
 5. ``report`` — ``workdir/report.md`` and a self-contained ``workdir/report.html`` with the numbers, the
-   figures in ``workdir/figures/`` and the wall time of every stage.
+   figures in ``workdir/figures/`` and the wall time of every stage (drawn and written by
+   ``jaxseg.quickstart_report``).
 
 Every stage is resumable: a training run whose latest checkpoint is at the configured step is not retrained
 (an interrupted one resumes from its checkpoint), and evaluation and PAG outputs that exist for the current
@@ -21,9 +22,7 @@ Nothing here prints: progress goes through ``make_bar`` (e.g. ``tqdm``) and ``lo
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import html
 import json
 import os
 import platform
@@ -39,17 +38,10 @@ from jaxseg.progress import null_bar, training_progress
 
 DATASET = "synthetic_shapes"
 MODELS = (("clean", "synthetic"), ("pgd-at", "synthetic:pgd-at"))
-MODEL_TITLES = {"clean": "clean", "pgd-at": "PGD-AT"}
 STAGES = ("prepare", "train clean", "train pgd-at", "evaluate clean", "evaluate pgd-at", "generate", "inpaint",
           "report")
 STATE_FILE = "quickstart.json"
 TRAINING_SUMMARY_FILE = "quickstart_training.json"
-FIGURES = {
-    "robustness": "robustness_curve.png",
-    "adversarial": "adversarial_examples.png",
-    "generation": "pag_generation.png",
-    "inpainting": "pag_inpainting.png",
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -471,251 +463,6 @@ def inpainting_demo(run_dirs: dict, out_dir: str | Path, budget: Budget, dataset
     return numbers, arrays, False
 
 
-# --- 5. figures and report ---------------------------------------------------------------------------------
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _palette(dataset: str) -> np.ndarray:
-    from jaxseg import data
-
-    return data.dataset_info(dataset).palette
-
-
-def _colour(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    from jaxseg import data
-
-    return data.colorize(labels, palette)
-
-
-def robustness_figure(results: dict, path: str | Path) -> Path:
-    """aAcc and mIoU (%) against the SEA radius (/255) for every model in ``results`` (name → evaluate dict)."""
-    plt = _pyplot()
-    figure, axes = plt.subplots(1, 2, figsize=(8, 3.2))
-    for axis, metric in zip(axes, ("aAcc", "mIoU")):
-        for name, result in results.items():
-            radii = [row["eps_255"] for row in result["robust"]]
-            values = [100 * row[metric] for row in result["robust"]]
-            axis.plot(radii, values, marker="o", label=MODEL_TITLES.get(name, name))
-        axis.set_xlabel("SEA radius eps (Linf, x/255)")
-        axis.set_ylabel(f"robust {metric} (%)")
-        axis.set_title(f"{metric} under SEA")
-        axis.grid(alpha=0.3)
-    axes[0].legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return Path(path)
-
-
-def adversarial_figure(examples: dict, palette: np.ndarray, path: str | Path, count: int = 3) -> Path:
-    """Rows: (model, image); columns: image, amplified perturbation, clean prediction, attacked prediction,
-    ground truth. ``examples``: model name → the arrays of ``adversarial_examples.npz``."""
-    plt = _pyplot()
-    rows = [(name, index) for name, arrays in examples.items() for index in range(min(count, len(arrays["images"])))]
-    titles = ("image", "perturbation (amplified)", "clean prediction", "attacked prediction", "ground truth")
-    figure, axes = plt.subplots(len(rows), 5, figsize=(8.5, 1.75 * len(rows)), squeeze=False)
-    for row, (name, index) in enumerate(rows):
-        arrays = examples[name]
-        eps = float(arrays["eps"])
-        delta = arrays["adversarial"][index] - arrays["images"][index]
-        panels = (arrays["images"][index], np.clip(0.5 + delta / (2 * max(eps, 1e-12)), 0, 1),
-                  _colour(arrays["clean_prediction"][index], palette),
-                  _colour(arrays["adversarial_prediction"][index], palette), _colour(arrays["labels"][index], palette))
-        for column, panel in enumerate(panels):
-            axis = axes[row, column]
-            axis.imshow(panel, interpolation="nearest")
-            axis.set_xticks([]), axis.set_yticks([])
-            if row == 0:
-                axis.set_title(titles[column], fontsize=8)
-        axes[row, 0].set_ylabel(f"{MODEL_TITLES.get(name, name)} #{index}", fontsize=8)
-    eps_255 = 255 * float(next(iter(examples.values()))["eps"])
-    figure.suptitle(f"SEA adversarial examples at eps = {eps_255:g}/255 (perturbation scaled to [0, 1])", fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return Path(path)
-
-
-def _image_grid(path, title: str, rows: list[tuple[str, np.ndarray]]) -> Path:
-    plt = _pyplot()
-    count = len(rows[0][1])
-    figure, axes = plt.subplots(len(rows), count, figsize=(1.6 * count + 0.8, 1.6 * len(rows)), squeeze=False)
-    for row, (label, panels) in enumerate(rows):
-        for column in range(count):
-            axis = axes[row, column]
-            axis.imshow(np.clip(panels[column], 0, 255 if panels[column].dtype == np.uint8 else 1),
-                        interpolation="nearest")
-            axis.set_xticks([]), axis.set_yticks([])
-        axes[row, 0].set_ylabel(label, fontsize=8)
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return Path(path)
-
-
-def generation_figure(arrays: dict, palette: np.ndarray, path: str | Path) -> Path:
-    """Rows: target label map, the real image with that map, the seed, then each model's generation."""
-    models = [k.removeprefix("generated_") for k in arrays if k.startswith("generated_")]
-    rows = [("target map", _colour(arrays["targets"], palette)), ("real image", arrays["real"]),
-            ("seed", arrays["seeds"])]
-    rows += [(MODEL_TITLES.get(name, name), arrays[f"generated_{name}"]) for name in models]
-    return _image_grid(path, "Generation toward a target label map (class-Gaussian seed)", rows)
-
-
-def inpainting_figure(arrays: dict, palette: np.ndarray, path: str | Path) -> Path:
-    """Rows: true image, its label map, the corrupted input, then each model's inpainting."""
-    models = [k.removeprefix("inpainted_") for k in arrays if k.startswith("inpainted_")]
-    rows = [("true image", arrays["images"]), ("label map", _colour(arrays["labels"], palette)),
-            ("corrupted", arrays["corrupted"])]
-    rows += [(MODEL_TITLES.get(name, name), arrays[f"inpainted_{name}"]) for name in models]
-    return _image_grid(path, "Inpainting of the square toward the label map (penalty mode)", rows)
-
-
-def _percent(value) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
-
-
-def _seconds(value) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
-
-
-def _load(machine: dict) -> str:
-    load = machine.get("load_average_start")
-    return "unknown" if load is None else ", ".join(f"{x:.2f}" for x in load)
-
-
-def results_table(results: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (strings, %) of clean/robust aAcc, mIoU and mAcc per radius for every model."""
-    names = list(results)
-    columns = ("aAcc", "mIoU", "mAcc")
-    header = ["SEA radius"] + [f"{MODEL_TITLES.get(n, n)} model {m} (%)" for n in names for m in columns]
-    rows = [["clean images"] + [_percent(results[n]["clean"][m]) for n in names for m in columns]]
-    for index, row in enumerate(results[names[0]]["robust"]):
-        rows.append([f"{row['eps_255']:g}/255"]
-                    + [_percent(results[n]["robust"][index][m]) for n in names for m in columns])
-    return header, rows
-
-
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _report_sections(state: dict) -> list[tuple[str, str, object]]:
-    """The report as a list of (kind, title, content) blocks shared by the Markdown and HTML writers:
-    kind "p" (paragraph text), "table" ((header, rows)), "figure" (file name in figures/), "h" (heading)."""
-    budget = state["budget"]
-    training, results, pag = state["training"], state["results"], state["pag"]
-    radii = ", ".join(f"{r:g}/255" for r in budget["radii"])
-    blocks: list[tuple[str, str, object]] = [
-        ("p", "", "This report was written by `jaxseg quickstart`. It trained two UPerNet + ConvNeXt-atto "
-         f"segmentation models on the built-in synthetic_shapes data ({budget['image_size']}x{budget['image_size']} "
-         f"px, {budget['num_train']} training images, 6 classes): a clean model and an adversarially trained one "
-         f"(PGD-AT, Linf eps {budget['train_eps']:g}/255, 2 attack steps). It then attacked both with SEA, the "
-         "segmentation ensemble attack (three APGD runs with different losses, worst case per image), and used "
-         "the models' input gradients to generate and inpaint images (perceptually aligned gradients). Budget "
-         f"'{budget['name']}': a CPU-sized run, so the models are small and weak; read the numbers as a "
-         "comparison between the two models."),
-        ("h", "Training", None),
-        ("table", "", (["model", "recipe", "steps", "batch", "time", "final loss", "final batch pixel acc. (%)"],
-                       [[MODEL_TITLES.get(n, n), s["recipe"] + (f" {s['train_eps_255']:g}/255" if s["train_eps_255"]
-                                                               else ""),
-                         str(s["steps"]), str(s["batch_size"]), _seconds(s["seconds"]),
-                         "–" if s["final_loss"] is None else f"{s['final_loss']:.3f}",
-                         _percent(s["final_pixel_accuracy"])] for n, s in training.items()])),
-        ("h", "Robustness under SEA", None),
-        ("p", "", f"Clean and robust pooled pixel accuracy (aAcc), mean IoU (mIoU) and mean class accuracy (mAcc) "
-         f"on the first {budget['eval_examples']} validation images; SEA with {budget['sea_iterations']} iterations "
-         f"per component at Linf radii {radii}, mask-ce-bal weighted by the training split's inverse class "
-         "frequencies, worst-case mIoU by the SEA reference code's search. The 0/255 row attacks with an empty "
-         "budget and must equal the clean row. JSON: eval/<model>/results.json (also jaxseg's stronger greedy "
-         "worst-case mIoU and the per-image aAcc)."),
-        ("table", "", results_table(results)),
-        ("figure", "Robust aAcc and mIoU against the radius", FIGURES["robustness"]),
-        ("figure", f"SEA adversarial examples at {budget['example_radius']:g}/255", FIGURES["adversarial"]),
-    ]
-    generation, inpainting = pag["generate"], pag["inpaint"]
-    blocks += [
-        ("h", "Perceptually aligned gradients", None),
-        ("p", "", "Generation: each model's gradients turn a seed (sampled from per-class colour statistics) into "
-         "an image that the model segments as a target label map (L2 projected descent, "
-         f"{budget['generate_iterations']} steps). Target-pixel accuracy under the generating model and under the "
-         "other model (an image that only fools its own generator does not transfer). Inpainting: a hidden "
-         f"square is filled toward the true label map ({budget['inpaint_iterations']} steps); PSNR in the square "
-         f"against the true image (mean-colour fill: {inpainting['mean_fill_psnr_db']:.2f} dB)."),
-        ("table", "", (["model", "generation: own model target acc. (%)", "generation: other model target acc. (%)",
-                        "inpainting PSNR in the square (dB)", "inpainting: square pixels predicted as labelled (%)"],
-                       [[MODEL_TITLES.get(n, n), _percent(generation["models"][n]["self_target_accuracy"]),
-                         _percent(generation["models"][n].get("other_target_accuracy")),
-                         f"{inpainting['models'][n]['region_psnr_db']:.2f}",
-                         _percent(inpainting["models"][n]["region_label_accuracy"])] for n in training])),
-        ("figure", "Generation", FIGURES["generation"]),
-        ("figure", "Inpainting", FIGURES["inpainting"]),
-        ("h", "Wall time", None),
-        ("p", "", f"Measured on {state['machine']['cpu_count']} CPU core(s), JAX backend "
-         f"{state['machine']['backend']}, load average (1, 5, 15 min) {_load(state['machine'])} at the start "
-         "(a load above the core count means other processes shared the CPUs). "
-         "Stages reused from an earlier invocation show the time they took then. Compilation (XLA) is a large "
-         "share of every stage at this size."),
-        ("table", "", (["stage", "time", "this invocation"],
-                       [[stage, _seconds(state["stages"][stage]["seconds"]), state["stages"][stage]["status"]]
-                        for stage in STAGES if stage in state["stages"]]
-                       + [["total of the stages", _seconds(state["total_seconds"]), ""],
-                          ["this invocation", _seconds(state["invocation_seconds"]), ""]])),
-    ]
-    return blocks
-
-
-def write_report(state: dict, workdir: str | Path) -> tuple[Path, Path]:
-    """``workdir/report.md`` (figures linked from ``figures/``) and ``workdir/report.html`` (figures embedded as
-    base64 PNGs, so the file stands alone)."""
-    workdir = Path(workdir)
-    markdown, body = ["# jaxseg quickstart report", ""], []
-    for kind, title, content in _report_sections(state):
-        if kind == "h":
-            markdown += [f"## {title}", ""]
-            body.append(f"<h2>{html.escape(title)}</h2>")
-        elif kind == "p":
-            markdown += [content, ""]
-            body.append(f"<p>{html.escape(content).replace('`', '')}</p>")
-        elif kind == "table":
-            markdown += [_markdown_table(*content), ""]
-            body.append(_html_table(*content))
-        elif kind == "figure":
-            markdown += [f"![{title}](figures/{content})", ""]
-            encoded = base64.b64encode((workdir / "figures" / content).read_bytes()).decode("ascii")
-            body.append(f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{encoded}">'
-                        f"<figcaption>{html.escape(title)}</figcaption></figure>")
-    md_path, html_path = workdir / "report.md", workdir / "report.html"
-    md_path.write_text("\n".join(markdown), encoding="utf-8")
-    style = ("body{font-family:sans-serif;max-width:960px;margin:2em auto;line-height:1.45;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-             "text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}"
-             "img{max-width:100%}figcaption{font-size:0.9em;color:#555}")
-    html_path.write_text(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>jaxseg quickstart report</title>"
-        f"<style>{style}</style></head><body><h1>jaxseg quickstart report</h1>\n" + "\n".join(body)
-        + "\n</body></html>\n", encoding="utf-8")
-    return md_path, html_path
-
-
 # --- the whole run -----------------------------------------------------------------------------------------
 
 def _machine() -> dict:
@@ -737,6 +484,115 @@ def _load_state(path: Path, budget: Budget) -> dict:
         raise ValueError(f"{path.parent} holds a quickstart with budget {state['budget']['name']!r}; use the same "
                          f"--budget or a new --workdir")
     return state
+
+
+@dataclasses.dataclass
+class _RunState:
+    """One invocation's state (``run_quickstart``'s result) and the ``quickstart.json`` it is written to.
+
+    ``old_stages``: the stages of the previous invocation in this workdir; a stage reused from it keeps the
+    time it took then.
+    """
+
+    state: dict
+    path: Path
+    old_stages: dict
+
+    def record(self, stage: str, seconds: float, cached: bool) -> None:
+        """Record ``stage``'s wall time (seconds) and whether it was reused, and write the state."""
+        if cached and stage in self.old_stages:
+            seconds = self.old_stages[stage]["seconds"]
+        self.state["stages"][stage] = {"seconds": seconds, "status": "cached" if cached else "ran"}
+        self.save()
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps(self.state, indent=2) + "\n")
+
+
+def _timed(function, *args):
+    """``(function(*args), wall seconds it took)``."""
+    clock = time.perf_counter()
+    value = function(*args)
+    return value, time.perf_counter() - clock
+
+
+def _use_compilation_cache(workdir: Path) -> None:
+    """Keep XLA compilations in ``workdir/.jax_cache`` (those over 1 s) unless ``JAX_COMPILATION_CACHE_DIR`` is
+    set."""
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", str(workdir / ".jax_cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def _start(workdir: Path, budget: Budget, data_dir: Path) -> _RunState:
+    """A fresh state for this invocation; ``ValueError`` if ``workdir`` holds a quickstart of another budget."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    state_path = workdir / STATE_FILE
+    previous = _load_state(state_path, budget)
+    state = {"budget": dataclasses.asdict(budget), "machine": _machine(), "data_dir": str(data_dir), "stages": {}}
+    return _RunState(state, state_path, previous.get("stages", {}))
+
+
+def _train_models(run: _RunState, run_dirs: dict, budget: Budget, dataset: str, data_dir: Path, make_bar,
+                  log) -> None:
+    """The ``train <model>`` stages: ``train_model`` for every ``MODELS`` entry, summaries in ``training``."""
+    run.state["training"] = {}
+    for name, recipe in MODELS:
+        config = training_config(recipe, budget, dataset, data_dir)
+        summary, seconds = _timed(train_model, name, config, run_dirs[name], make_bar, log)
+        run.state["training"][name] = summary
+        run.record(f"train {name}", summary["seconds"] if summary["seconds"] is not None else seconds,
+                   summary["status"] == "cached")
+
+
+def _evaluate_models(run: _RunState, run_dirs: dict, workdir: Path, budget: Budget, dataset: str, data_dir: Path,
+                     make_bar, log) -> None:
+    """The ``evaluate <model>`` stages: ``evaluate_model`` for every model, the scores in ``results``."""
+    run.state["results"] = {}
+    for name, _ in MODELS:
+        (results, cached), seconds = _timed(evaluate_model, name, run_dirs[name], workdir / "eval" / name, budget,
+                                            dataset, data_dir, make_bar, log)
+        run.state["results"][name] = {k: results[k] for k in ("clean", "robust", "num_examples", "iterations",
+                                                              "attack")}
+        run.record(f"evaluate {name}", seconds, cached)
+
+
+def _pag_demos(run: _RunState, run_dirs: dict, workdir: Path, budget: Budget, dataset: str, data_dir: Path,
+               make_bar) -> tuple[dict, dict]:
+    """The ``generate`` and ``inpaint`` stages (numbers in ``pag``); returns the two demos' arrays."""
+    pag_dir = workdir / "pag"
+    (generation, generated, cached), seconds = _timed(generation_demo, run_dirs, pag_dir, budget, dataset,
+                                                      data_dir, make_bar)
+    run.record("generate", seconds, cached)
+    (inpainting, inpainted, cached), seconds = _timed(inpainting_demo, run_dirs, pag_dir, budget, dataset,
+                                                      data_dir, make_bar)
+    run.record("inpaint", seconds, cached)
+    run.state["pag"] = {"generate": generation, "inpaint": inpainting}
+    return generated, inpainted
+
+
+def _report(run: _RunState, workdir: Path, dataset: str, generated: dict, inpainted: dict, started: float) -> None:
+    """The ``report`` stage: the figures, then ``report.md``/``report.html`` with the totals (``started``: the
+    invocation's ``time.perf_counter()`` at its start)."""
+    from jaxseg import data
+    from jaxseg.quickstart_report import write_figures, write_report
+
+    clock = time.perf_counter()
+    examples = {}
+    for name, _ in MODELS:
+        with np.load(workdir / "eval" / name / "adversarial_examples.npz") as arrays:
+            examples[name] = dict(arrays)
+    write_figures(workdir / "figures", run.state["results"], examples, generated, inpainted,
+                  data.dataset_info(dataset).palette)
+    # The report's own time is known only after it is written; record the time so far, then rewrite it.
+    run.record("report", time.perf_counter() - clock, False)
+    for _ in range(2):
+        run.state["total_seconds"] = sum(stage["seconds"] for stage in run.state["stages"].values())
+        run.state["invocation_seconds"] = time.perf_counter() - started
+        run.state["report"] = [str(p) for p in write_report(run.state, workdir)]
+        run.record("report", time.perf_counter() - clock, False)
 
 
 def run_quickstart(workdir: str | Path, *, budget: str | Budget = "default", data_dir: str | Path | None = None,
@@ -763,96 +619,28 @@ def run_quickstart(workdir: str | Path, *, budget: str | Budget = "default", dat
     log = log or (lambda text: None)
     arguments.check_output_dir(workdir, "--workdir")  # also refuses a file in the way
     workdir = Path(workdir).expanduser().resolve()
-    if compilation_cache and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        import jax
-
-        jax.config.update("jax_compilation_cache_dir", str(workdir / ".jax_cache"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    workdir.mkdir(parents=True, exist_ok=True)
-    state_path = workdir / STATE_FILE
-    previous = _load_state(state_path, budget)
+    if compilation_cache:
+        _use_compilation_cache(workdir)
     data_dir = Path(data_dir).expanduser().resolve() if data_dir else workdir / "data"
-    state = {"budget": dataclasses.asdict(budget), "machine": _machine(), "data_dir": str(data_dir), "stages": {}}
-    old_stages = previous.get("stages", {})
+    run = _start(workdir, budget, data_dir)
 
-    def record(stage: str, seconds: float, cached: bool) -> None:
-        if cached and stage in old_stages:
-            seconds = old_stages[stage]["seconds"]
-        state["stages"][stage] = {"seconds": seconds, "status": "cached" if cached else "ran"}
-        state_path.write_text(json.dumps(state, indent=2) + "\n")
-
-    def timed(function, *args):
-        clock = time.perf_counter()
-        value = function(*args)
-        return value, time.perf_counter() - clock
-
-    (dataset, cached), seconds = timed(prepare_data, budget, data_dir)
-    record("prepare", seconds, cached)
-
+    (dataset, cached), seconds = _timed(prepare_data, budget, data_dir)
+    run.record("prepare", seconds, cached)
     run_dirs = {name: workdir / name for name, _ in MODELS}
-    state["training"] = {}
-    for name, recipe in MODELS:
-        config = training_config(recipe, budget, dataset, data_dir)
-        summary, seconds = timed(train_model, name, config, run_dirs[name], make_bar, log)
-        state["training"][name] = summary
-        record(f"train {name}", summary["seconds"] if summary["seconds"] is not None else seconds,
-               summary["status"] == "cached")
-
-    state["results"] = {}
-    for name, _ in MODELS:
-        (results, cached), seconds = timed(evaluate_model, name, run_dirs[name],
-                                           workdir / "eval" / name, budget, dataset, data_dir, make_bar, log)
-        state["results"][name] = {k: results[k] for k in ("clean", "robust", "num_examples", "iterations", "attack")}
-        record(f"evaluate {name}", seconds, cached)
-
-    pag_dir = workdir / "pag"
-    (generation, generated, cached), seconds = timed(generation_demo, run_dirs, pag_dir, budget, dataset,
-                                                     data_dir, make_bar)
-    record("generate", seconds, cached)
-    (inpainting, inpainted, cached), seconds = timed(inpainting_demo, run_dirs, pag_dir, budget, dataset,
-                                                     data_dir, make_bar)
-    record("inpaint", seconds, cached)
-    state["pag"] = {"generate": generation, "inpaint": inpainting}
-
-    clock = time.perf_counter()
-    figures = workdir / "figures"
-    figures.mkdir(exist_ok=True)
-    palette = _palette(dataset)
-    robustness_figure(state["results"], figures / FIGURES["robustness"])
-    examples = {}
-    for name, _ in MODELS:
-        with np.load(workdir / "eval" / name / "adversarial_examples.npz") as arrays:
-            examples[name] = dict(arrays)
-    adversarial_figure(examples, palette, figures / FIGURES["adversarial"])
-    generation_figure(generated, palette, figures / FIGURES["generation"])
-    inpainting_figure(inpainted, palette, figures / FIGURES["inpainting"])
-    # The report's own time is known only after it is written; record the time so far, then rewrite it.
-    record("report", time.perf_counter() - clock, False)
-    for _ in range(2):
-        state["total_seconds"] = sum(stage["seconds"] for stage in state["stages"].values())
-        state["invocation_seconds"] = time.perf_counter() - started
-        state["report"] = [str(p) for p in write_report(state, workdir)]
-        record("report", time.perf_counter() - clock, False)
-    state["machine"]["load_average_end"] = _machine()["load_average_start"]
-    state_path.write_text(json.dumps(state, indent=2) + "\n")
-    return state
+    _train_models(run, run_dirs, budget, dataset, data_dir, make_bar, log)
+    _evaluate_models(run, run_dirs, workdir, budget, dataset, data_dir, make_bar, log)
+    generated, inpainted = _pag_demos(run, run_dirs, workdir, budget, dataset, data_dir, make_bar)
+    _report(run, workdir, dataset, generated, inpainted, started)
+    run.state["machine"]["load_average_end"] = _machine()["load_average_start"]
+    run.save()
+    return run.state
 
 
 def run_quickstart_command(workdir: str | Path, *, budget: str = "default", data_dir: str | Path | None = None,
                            compilation_cache: bool = True, make_bar: Callable | None = None,
                            log: Callable[[str], None] | None = None) -> str:
-    """``jaxseg quickstart``: ``run_quickstart`` and its ``summary_text``."""
+    """``jaxseg quickstart``: ``run_quickstart`` and its ``summary_text`` (``jaxseg.quickstart_report``)."""
+    from jaxseg.quickstart_report import summary_text
+
     return summary_text(run_quickstart(workdir, budget=budget, data_dir=data_dir, make_bar=make_bar, log=log,
                                        compilation_cache=compilation_cache))
-
-
-def summary_text(state: dict) -> str:
-    """``run_quickstart``'s result in a few lines: clean and SEA robust mIoU per model, times, report paths."""
-    lines = []
-    for name, results in state["results"].items():
-        rows = ", ".join(f"{row['eps_255']:g}/255: {100 * row['mIoU']:.1f}" for row in results["robust"])
-        lines.append(f"{name}: clean mIoU {100 * results['clean']['mIoU']:.1f}%; SEA robust mIoU (%) {rows}")
-    lines.append(f"stages took {state['total_seconds']:.0f} s in total; this invocation "
-                 f"{state['invocation_seconds']:.0f} s")
-    lines.append(f"wrote {state['report'][0]} and {state['report'][1]}")
-    return "\n".join(lines)

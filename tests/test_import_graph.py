@@ -32,8 +32,9 @@ LAYERS = {
     "train": 6, "evaluate": 6, "pag": 6,
     "adversarial_examples": 7,
     "evaluation_run": 8,
-    "quickstart": 9,
-    "cli": 10,
+    "quickstart_report": 9,
+    "quickstart": 10,
+    "cli": 11,
 }
 
 

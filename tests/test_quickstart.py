@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from cli_subprocess import run_jaxseg
 
-from jaxseg import quickstart
+from jaxseg import quickstart, quickstart_report
 
 pytestmark = pytest.mark.slow  # 2-3 minutes on a shared 2-core CPU, mostly XLA compilation
 
@@ -41,15 +41,15 @@ def test_report_figures_and_results(first_run):
     budget = quickstart.BUDGETS["tiny"]
     for name in ("report.md", "report.html"):
         assert (workdir / name).stat().st_size > 1000
-    for filename in quickstart.FIGURES.values():
+    for filename in quickstart_report.FIGURES.values():
         content = (workdir / "figures" / filename).read_bytes()
         assert content.startswith(PNG_SIGNATURE) and len(content) > 2000
     report = (workdir / "report.md").read_text()
     assert "model mAcc (%)" in report
-    for filename in quickstart.FIGURES.values():
+    for filename in quickstart_report.FIGURES.values():
         assert f"figures/{filename}" in report
     page = (workdir / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == len(quickstart.FIGURES)  # self-contained
+    assert page.count("data:image/png;base64,") == len(quickstart_report.FIGURES)  # self-contained
 
     for name, _ in quickstart.MODELS:
         results = json.loads((workdir / "eval" / name / "results.json").read_text())
