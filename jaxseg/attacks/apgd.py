@@ -125,8 +125,9 @@ class _Schedule(NamedTuple):
     window: jax.Array
 
 
-def _advance_schedule(schedule: _Schedule, iterations: int):
-    _, decrement, minimum = _window_schedule(iterations)
+def _advance_schedule(schedule: _Schedule, decrement, minimum):
+    """One step of the checkpoint bookkeeping: (at a checkpoint now, the next schedule); the window shrinks by
+    ``decrement`` at each checkpoint down to ``minimum`` (``_window_schedule``)."""
     counter = schedule.counter + 1
     at_checkpoint = counter == schedule.window
     return at_checkpoint, _Schedule(
@@ -141,12 +142,12 @@ def simulate_step_sizes(losses: jax.Array, initial_loss: jax.Array, eps) -> tupl
     Returns (step sizes after each iteration (N, B), halved flags (N, B)) — what APGD would do if its
     iterates had these losses (the rule only sees losses, so this is exact).
     """
-    iterations = losses.shape[0]
-    schedule = _Schedule(jnp.zeros((), jnp.int32), jnp.asarray(_window_schedule(iterations)[0], jnp.int32))
+    first_window, decrement, minimum = _window_schedule(losses.shape[0])
+    schedule = _Schedule(jnp.zeros((), jnp.int32), jnp.asarray(first_window, jnp.int32))
 
     def body(carry, loss):
         control, schedule = carry
-        at_checkpoint, next_schedule = _advance_schedule(schedule, iterations)
+        at_checkpoint, next_schedule = _advance_schedule(schedule, decrement, minimum)
         control, _, halved = update_step_size_control(control, loss, at_checkpoint, schedule.window)
         return (control, next_schedule), (control.step_size, halved)
 
@@ -195,14 +196,32 @@ def _select(flags: jax.Array, new: jax.Array, old: jax.Array) -> jax.Array:
     return jnp.where(flags.reshape(flags.shape + (1,) * (new.ndim - 1)), new, old)
 
 
-def _initial_carry(start: jax.Array, radius, iterations: int) -> _Carry:
+class _StagePlan(NamedTuple):
+    """One red-eps stage, as arrays so that every stage runs the same traced loop: radius factor, iterations,
+    and the checkpoint windows of ``_window_schedule(iterations)``. Stacked: (S,) each."""
+
+    factor: jax.Array
+    iterations: jax.Array
+    first_window: jax.Array
+    decrement: jax.Array
+    minimum: jax.Array
+
+
+def _stage_plans(stages: list[tuple[float, int]]) -> _StagePlan:
+    """The stacked plans of ``red_eps_stages``' (factor, iterations) list."""
+    rows = [(factor, count, *_window_schedule(count)) for factor, count in stages]
+    factor, *integers = zip(*rows)
+    return _StagePlan(jnp.asarray(factor, jnp.float32), *(jnp.asarray(v, jnp.int32) for v in integers))
+
+
+def _initial_carry(start: jax.Array, radius, history_length: int, first_window) -> _Carry:
     """The loop state before step 0 for a (B, H, W, C) ``start``: every iterate at ``start``, no gradient yet,
-    the step-size control at its start (set properly at step 0), empty (iterations, B) histories."""
+    the step-size control at its start (set properly at step 0), empty (history_length, B) histories."""
     batch = start.shape[0]
-    no_history = common.empty_history(iterations, batch)
+    no_history = common.empty_history(history_length, batch)
     return _Carry(
         step=jnp.zeros((), jnp.int32), pending=start,
-        schedule=_Schedule(jnp.zeros((), jnp.int32), jnp.asarray(_window_schedule(iterations)[0], jnp.int32)),
+        schedule=_Schedule(jnp.zeros((), jnp.int32), jnp.asarray(first_window, jnp.int32)),
         x=start, x_previous=start, grad=jnp.zeros_like(start),
         control=initial_step_size_control(radius, jnp.zeros((batch,), jnp.float32)),
         x_best_loss=start, grad_best_loss=jnp.zeros_like(start),
@@ -212,8 +231,10 @@ def _initial_carry(start: jax.Array, radius, iterations: int) -> _Carry:
     )
 
 
-def _stage(evaluate, images, start, radius, *, iterations: int, norm: str, mask, early_stop: bool) -> _Carry:
-    """One APGD run of ``iterations`` steps in the ball of ``radius`` from ``start``; returns the final carry.
+def _stage(evaluate, images, start, radius, plan: _StagePlan, *, history_length: int, norm: str, mask,
+           early_stop: bool) -> _Carry:
+    """One APGD run of ``plan.iterations`` steps in the ball of ``radius`` from ``start``; returns the final
+    carry (histories of ``history_length`` rows, NaN after the stage's last iteration).
 
     All ``iterations + 1`` forward/backward passes, the start point's included, run in the ``while_loop`` body, so
     the program holds one copy of the model's gradient, not two (``upernet_convnext_atto`` at 64², batch 8: first
@@ -221,7 +242,8 @@ def _stage(evaluate, images, start, radius, *, iterations: int, norm: str, mask,
     k ≥ 1 evaluates iterate k and applies AutoAttack's updates; each step then computes the next iterate
     (momentum 0.75, none for the first) as ``pending``.
     """
-    carry = _initial_carry(start, radius, iterations)
+    iterations = plan.iterations
+    carry = _initial_carry(start, radius, history_length, plan.first_window)
 
     def project(x):
         return threat.project(x, images, radius, norm, mask)
@@ -233,7 +255,7 @@ def _stage(evaluate, images, start, radius, *, iterations: int, norm: str, mask,
     def update(c: _Carry, ev) -> _Carry:
         x = c.pending
         better = ev.score <= c.score_best
-        at_checkpoint, schedule = _advance_schedule(c.schedule, iterations)
+        at_checkpoint, schedule = _advance_schedule(c.schedule, plan.decrement, plan.minimum)
         control, improved, halved = update_step_size_control(c.control, ev.track, at_checkpoint, c.schedule.window)
         x_best_loss = _select(improved, x, c.x_best_loss)
         grad_best_loss = _select(improved, ev.grad, c.grad_best_loss)
@@ -278,27 +300,34 @@ def _apgd_core(variables, images, labels, key, eps, mask, target, class_weights,
                iterations: int, norm: str, red_eps: bool, early_stop: bool, random_start: bool, compute_dtype):
     images = images.astype(jnp.float32)
     forward = common.make_forward(logits_fn, variables, compute_dtype)
-    histories, point = [], images
     stages = red_eps_stages(iterations, red_eps)
-    for index, (factor, count) in enumerate(stages):
-        radius = factor * jnp.asarray(eps, jnp.float32)
+    history_length = max(count for _, count in stages)
+    first_start = images
+    if random_start:
+        first_start = threat.random_start(key, images, stages[0][0] * jnp.asarray(eps, jnp.float32), norm, mask)
+
+    def run_stage(point, indexed):
+        index, plan = indexed  # one traced stage body: the program holds one copy of the model's gradient
+        radius = plan.factor * jnp.asarray(eps, jnp.float32)
         evaluate = common.make_evaluator(forward, labels, spec, target=target, class_weights=class_weights,
-                                         iterations=count, loss_index=loss_index)
-        if index == 0:
-            start = threat.random_start(key, images, radius, norm, mask) if random_start else images
-        else:
-            start = threat.project(point, images, radius, norm, mask)
-        carry = _stage(evaluate, images, start, radius, iterations=count, norm=norm, mask=mask,
+                                         iterations=plan.iterations, loss_index=loss_index)
+        start = jnp.where(index == 0, first_start, threat.project(point, images, radius, norm, mask))
+        carry = _stage(evaluate, images, start, radius, plan, history_length=history_length, norm=norm, mask=mask,
                        early_stop=early_stop)
-        point = carry.x_best
-        histories.append((carry.loss_history, carry.accuracy_history))
+        final = (carry.x_best_loss, carry.control.step_size, carry.prediction_best)
+        return carry.x_best, (final, carry.loss_history, carry.accuracy_history)
+
+    plans = _stage_plans(stages)
+    x_best, (finals, loss_rows, accuracy_rows) = jax.lax.scan(run_stage, images, (jnp.arange(len(stages)), plans))
+    x_best_loss, step_size, prediction_best = (a[-1] for a in finals)
+
     num_classes = jax.eval_shape(forward, images).shape[-1]
-    statistics = metrics.per_image_statistics(carry.prediction_best, labels, num_classes, spec.ignore_index)
+    statistics = metrics.per_image_statistics(prediction_best, labels, num_classes, spec.ignore_index)
     return APGDResult(
-        adversarial=carry.x_best, statistics=statistics,
-        loss_history=jnp.concatenate([h[0] for h in histories]),
-        accuracy_history=jnp.concatenate([h[1] for h in histories]),
-        best_loss_point=carry.x_best_loss, step_size=carry.control.step_size,
+        adversarial=x_best, statistics=statistics,
+        loss_history=jnp.concatenate([loss_rows[s, :count] for s, (_, count) in enumerate(stages)]),
+        accuracy_history=jnp.concatenate([accuracy_rows[s, :count] for s, (_, count) in enumerate(stages)]),
+        best_loss_point=x_best_loss, step_size=step_size,
     )
 
 
