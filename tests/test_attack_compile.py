@@ -88,3 +88,21 @@ def test_sea_components_share_one_compiled_program_with_identical_results():
     with pytest.raises(ValueError, match="loss_index 3 does not pick one of the 3 losses"):
         attacks.apgd(logits_fn, images, labels, jax.random.PRNGKey(9), loss=attacks.SEA_LOSSES, loss_index=3,
                      **settings)
+
+
+def test_red_eps_stages_trace_the_model_as_often_as_one_stage():
+    """The three red-eps stages run one traced loop body: the program holds one copy of the model's gradient."""
+    model, variables = train_tiny_model()
+    images, labels = make_data(seed=6, count=2)
+    counts = {}
+    for red_eps in (False, True):
+        traces = []
+
+        def model_fn(variables, images, traces=traces):  # a new function: a new compilation
+            traces.append(images.shape)
+            return model.apply(variables, images)
+
+        attacks.apgd(model_fn, images, labels, jax.random.PRNGKey(0), eps=4 / 255, iterations=10, red_eps=red_eps,
+                     variables=variables)
+        counts[red_eps] = len(traces)
+    assert counts[True] == counts[False] > 0
