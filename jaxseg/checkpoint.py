@@ -31,7 +31,6 @@ import orbax.checkpoint as ocp
 
 VARIABLES_DIR = "variables"
 METADATA_FILE = "metadata.json"
-TRAIN_CHECKPOINTS_DIR = "checkpoints"  # only for quickstart.py: jaxseg.train.checkpoints owns the training layout
 MODEL_COLLECTIONS = ("params", "batch_stats")
 DIGEST_KEY = "variables_sha256"
 ABSTRACT_INPUT_SHAPE = (1, 64, 64, 3)  # fixes the variable shapes only (as jaxseg.convert); valid for every model

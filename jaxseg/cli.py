@@ -86,15 +86,13 @@ def _add_evaluation(subparsers, name: str, function: str, help: str, description
     add("--model", required=True, help="checkpoint directory, or a registered model name with --random-init")
     add("--random-init", action="store_true", help="use untrained weights (smoke runs)")
     add("--num-classes", type=int, help="classes of a --random-init model (default: from the data)")
-    add("--config", help="config name or path with optional :arg (e.g. pirat_voc): its evaluate and data sections "
-        "give the defaults of the options below (given options win); --config.a.b=value overrides it")
+    add("--config", help="config (e.g. pirat_voc) whose evaluate and data sections give the defaults below")
     data = parser.add_mutually_exclusive_group()
     data.add_argument("--dataset", help="dataset name (jaxseg.data), e.g. synthetic_shapes, voc, ade20k")
     data.add_argument("--arrays", help=".npz file with images (N, H, W, 3) float in [0, 1] and labels (N, H, W)")
     add("--split", help="dataset split (default: validation)")
     add("--data-dir", help="dataset directory (default: JAXSEG_DATA_DIR)")
-    add("--protocol", choices=("sea", "standard"),
-        help="evaluation protocol (default: the SEA paper's for --attack sea on VOC/ADE20K, else standard)")
+    add("--protocol", choices=("sea", "standard"), help="evaluation protocol (default: SEA's for --attack sea on VOC/ADE20K)")
     add("--image-size", type=int,
         help="evaluation image size in pixels (default: the protocol's, e.g. 473 for SEA on VOC, else the dataset's)")
     add("--class-weights", default="dataset", help="mask-ce-bal class weights: dataset (SEA's published table for "
@@ -110,8 +108,7 @@ def _add_evaluation(subparsers, name: str, function: str, help: str, description
     add("--seed", type=int, default=0, help="attack and worst-case search seed")
     add("--compute-dtype", help="model compute dtype, e.g. bfloat16 (losses stay float32)")
     add("--out", required=True, help="output directory")
-    parser.set_defaults(handler=_handler("jaxseg.evaluation_run", function, bar=function == "run_evaluation"),
-                        overrides=[])
+    parser.set_defaults(handler=_handler("jaxseg.evaluation_run", function, bar=function == "run_evaluation"), overrides=[])
     return add
 
 

@@ -35,6 +35,7 @@ import numpy as np
 from jaxseg import arguments
 from jaxseg.errors import Stopped
 from jaxseg.progress import null_bar, training_progress
+from jaxseg.validation import DEFAULT_IGNORE_INDEX
 
 DATASET = "synthetic_shapes"
 MODELS = (("clean", "synthetic"), ("pgd-at", "synthetic:pgd-at"))
@@ -240,14 +241,10 @@ def load_trained_model(run_dir: str | Path):
     """
     import jax
 
-    from jaxseg import attacks
-    from jaxseg.models import create_model
-    from jaxseg.train.checkpoints import load_training_variables
+    from jaxseg import attacks, checkpoint
 
-    variables, metadata = load_training_variables(run_dir)
-    variables = jax.device_put(variables, jax.local_devices()[0])
-    model = create_model(metadata["model"], int(metadata["num_classes"]), **metadata["options"])
-    return attacks.logits_function(model), variables, metadata
+    model, variables, metadata = checkpoint.load_model(run_dir, segmentation=True)
+    return attacks.logits_function(model), jax.device_put(variables, jax.local_devices()[0]), metadata
 
 
 # --- 3. evaluation -----------------------------------------------------------------------------------------
@@ -405,7 +402,7 @@ def generation_demo(run_dirs: dict, out_dir: str | Path, budget: Budget, dataset
                 if other != name:
                     prediction = np.asarray(evaluate.predict(other_fn, arrays[f"generated_{name}"],
                                                              variables=other_variables))
-                    labelled = targets != data.IGNORE_INDEX
+                    labelled = targets != DEFAULT_IGNORE_INDEX
                     numbers["models"][name]["other_target_accuracy"] = float(
                         np.mean(prediction[labelled] == targets[labelled]))
     finally:
@@ -449,7 +446,7 @@ def inpainting_demo(run_dirs: dict, out_dir: str | Path, budget: Budget, dataset
                                                     variables=variables))
             _, psnr = inpaint.region_error(filled.images, images, masks)
             _, baseline = inpaint.region_error(filled.corrupted, images, masks)
-            region = masks & (labels != data.IGNORE_INDEX)
+            region = masks & (labels != DEFAULT_IGNORE_INDEX)
             hits = np.asarray(filled.prediction)[region] == labels[region]
             arrays["corrupted"] = np.asarray(filled.corrupted)
             arrays[f"inpainted_{name}"] = np.asarray(filled.images)

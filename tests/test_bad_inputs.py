@@ -93,7 +93,7 @@ CLI_CASES = [
     case("compute-dtype-integer", "attack @CKPT --compute-dtype int32", "--compute-dtype must be a floating dtype"),
     case("attack-unknown", "evaluate @CKPT --attack fgsm", "argument --attack: invalid choice: 'fgsm'"),
     case("protocol-unknown", "evaluate @CKPT --protocol fast", "argument --protocol: invalid choice: 'fast'"),
-    case("data-missing", "evaluate --model {seg} --out {out}", "one of the arguments --dataset --arrays is required"),
+    case("data-missing", "evaluate --model {seg} --out {out}", "give one of --dataset NAME or --arrays FILE.npz (or --config NAME"),
     case("class-weights-unknown", "evaluate @RANDOM --class-weights uniform",
          "class weights must be one of ('dataset', 'image') or a .json file; got 'uniform'"),
     case("class-weights-missing-file", "evaluate @RANDOM --class-weights {tmp}/absent.json", "absent.json does not exist"),

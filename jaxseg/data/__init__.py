@@ -23,10 +23,8 @@ from jaxseg.data.pipeline import default_eval_view, eval_batches, load_split_arr
 from jaxseg.data.stats import SplitStatistics, class_weights, split_statistics
 from jaxseg.data.storage import open_split, prepare, resolve_data_dir, resolve_name
 from jaxseg.data.visualize import save_example_grid
-from jaxseg.validation import DEFAULT_IGNORE_INDEX as IGNORE_INDEX  # the name jaxseg/quickstart.py still uses
 
 __all__ = [
-    "IGNORE_INDEX",
     "ClassWeights",
     "DatasetInfo",
     "SplitStatistics",

@@ -60,7 +60,9 @@ def read_mask_png(path) -> np.ndarray:
 def check_label_values(labels: np.ndarray, num_classes: int, source) -> None:
     """``ValueError`` naming ``source`` unless every label is in [0, num_classes) or 255 (free/ignored pixel)."""
     labels = np.asarray(labels)
-    bad = np.unique(labels[((labels < 0) | (labels >= num_classes)) & (labels != 255)])
+    from jaxseg.validation import DEFAULT_IGNORE_INDEX, valid_mask
+
+    bad = np.unique(labels[~valid_mask(labels, num_classes) & (labels != DEFAULT_IGNORE_INDEX)])
     if bad.size:
         raise ValueError(f"{source}: label values must be class indices in [0, {num_classes}) or 255 (ignored) for "
                          f"this {num_classes}-class model; found {bad[:10].tolist()}")

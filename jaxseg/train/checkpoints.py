@@ -164,8 +164,10 @@ def _restore(manager, step: int, abstract_state, data_iterator):
 
 
 def _read_only_manager(directory: Path) -> ocp.CheckpointManager:
+    """A manager that reads ``directory`` only (without Orbax's "directory is read only" warning)."""
     options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0, max_to_keep=None)
-    return ocp.CheckpointManager(directory, options=options)
+    with checkpoint.quiet_orbax_warnings():
+        return ocp.CheckpointManager(directory, options=options)
 
 
 def latest_step(workdir: str | Path) -> int | None:
